@@ -1,0 +1,165 @@
+"""Cueline: the application factory and the ``MODULES`` table deciding what is mounted."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, g, request
+
+from config import ConfigError, load_config, validate
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Module:
+    """A blueprint and the flag that gates it.
+
+    ``requires``: mounted only when that flag is true.  ``disabled_by``: removed when that flag
+    is true.  A module that is off is not imported, so it is absent from the URL map and from
+    the OpenAPI document.
+    """
+
+    name: str
+    blueprint: str  # "package.module" exposing ``blp``
+    requires: str | None = None
+    disabled_by: str | None = None
+
+    def enabled(self, config: Mapping[str, Any]) -> bool:
+        if self.requires and not config[self.requires]:
+            return False
+        return not (self.disabled_by and config[self.disabled_by])
+
+
+MODULES: tuple[Module, ...] = (
+    Module("system", "app.system.routes"),
+    Module("auth", "app.auth.routes"),
+    Module("internal_users", "app.users.routes", requires="EXTERNAL_AUTH_BACKEND"),
+)
+
+#: Every model module, imported regardless of flags: the schema is the same for every packaging.
+MODEL_MODULES = ("app.users.models",)
+
+#: Largest accepted request body (wire protocol §1.9).
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def security_for(config: Mapping[str, Any]) -> tuple[dict[str, dict], list[dict]]:
+    """OpenAPI security schemes and the default requirement for the enabled credential paths."""
+    schemes: dict[str, dict] = {
+        "ApiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "cue_sk_…",
+                   "description": "Per-user API key (Path 1)."},
+        "SessionToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                         "description": "Session token from the login flow (Path 3)."},
+    }
+    security: list[dict] = [{"ApiKey": []}, {"SessionToken": []}]
+    if config["EXTERNAL_AUTH_BACKEND"]:
+        schemes.update({
+            "ServiceToken": {"type": "http", "scheme": "bearer",
+                             "description": "Service credential (Path 2)."},
+            "ServiceKey": {"type": "apiKey", "in": "header", "name": "X-Service-Key",
+                           "description": "Service credential in its own header (Path 2)."},
+            "OnBehalfOf": {"type": "apiKey", "in": "header", "name": "X-On-Behalf-Of",
+                           "description": "UUID of the user a service acts for (Path 2)."},
+        })
+        security += [{"ServiceToken": [], "OnBehalfOf": []},
+                     {"ServiceKey": [], "OnBehalfOf": []}]
+    return schemes, security
+
+
+def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Flask:
+    """Build a Cueline app.
+
+    ``config=None`` reads the environment (and ``.env``); a mapping is used instead of the
+    environment (tests build hermetic apps this way).  ``overrides`` win over both.  Raises
+    :class:`config.ConfigError` (an ordinary exception) listing every problem when the
+    configuration is unusable, so a WSGI server stops at once.
+    """
+    # 1. Config, validated before anything is bound.
+    values = load_config(config, **overrides)
+    problems = validate(values)
+    if problems:
+        raise ConfigError(problems)
+    app = Flask(__name__, static_folder=None)
+    app.config.update(values)
+    app.config["VERSION"] = __version__
+    if not app.config["DATABASE_URL"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "cueline.db")
+    _configure_flask(app)
+
+    # 2. Extensions.
+    from app.db import engine_options
+    from app.extensions import db, migrate
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["DATABASE_URL"],
+                                                             app.config)
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..",
+                                                     "migrations"))
+
+    # 3. The Api, with the security schemes of the enabled credential paths.
+    from app.api import build_api
+
+    api = build_api(app, *security_for(app.config))
+
+    # 4. Error handlers: every error becomes the wire envelope.
+    from app.errors import register_error_handlers
+
+    register_error_handlers(app)
+
+    # 5. Request plumbing; authentication itself is lazy (see app.auth.decorators).
+    _install_request_hooks(app)
+
+    # 6. Blueprints from MODULES.
+    mounted = []
+    for module in MODULES:
+        if module.enabled(app.config):
+            api.register_blueprint(importlib.import_module(module.blueprint).blp)
+            mounted.append(module.name)
+    app.extensions["cueline_modules"] = tuple(mounted)
+    app.extensions["cueline_api"] = api
+
+    # 7. CLI groups.
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _configure_flask(app: Flask) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+    app.url_map.strict_slashes = False
+    app.url_map.redirect_defaults = False
+
+
+def _install_request_hooks(app: Flask) -> None:
+    """Request id on every response; oversized bodies refused, JSON bodies parsed once."""
+    from app.errors import AppError
+
+    @app.before_request
+    def _start_request():
+        g.request_id = str(uuid.uuid4())
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise AppError("request_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes",
+                           413)
+
+    from app.api import parse_json_body
+
+    app.before_request(parse_json_body)
+
+    @app.after_request
+    def _stamp_request_id(response):
+        response.headers["X-Request-Id"] = g.get("request_id") or str(uuid.uuid4())
+        return response

@@ -1,0 +1,144 @@
+"""The per-app flask-smorest ``Api``, the ``Blueprint`` every domain uses, and body parsing.
+
+Request bodies are parsed once, in a ``before_request`` hook, the way CueAPI clients send them:
+JSON when the content type is ``application/json`` / ``+json`` *or absent*.  Doing it before the
+view runs gives the wire protocol's precedence (malformed JSON 400 before authentication 401
+before schema validation 422) and lets the arguments parser reuse the result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import flask_smorest
+import marshmallow as ma
+from flask import Flask, g, request
+from webargs.flaskparser import FlaskParser
+
+from app.errors import BadRequest, NotFound
+
+#: Deepest JSON nesting accepted in a request body.
+MAX_JSON_DEPTH = 64
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+class BaseSchema(ma.Schema):
+    """Base for request schemas: unknown keys are ignored unless a schema says otherwise."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class StrictSchema(ma.Schema):
+    """Base for request schemas whose wire contract rejects unknown keys (422)."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class ErrorBodySchema(ma.Schema):
+    code = ma.fields.String(required=True, metadata={"description": "Stable snake_case code"})
+    message = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    details = ma.fields.List(ma.fields.Dict(), metadata={"description": "Validation errors"})
+
+
+class ErrorEnvelopeSchema(ma.Schema):
+    """The wire error envelope (documentation only)."""
+
+    error = ma.fields.Nested(ErrorBodySchema, required=True)
+
+
+class BodyParser(FlaskParser):
+    """webargs parser that reads the body pre-parsed by :func:`parse_json_body`."""
+
+    def load_json(self, req, schema):
+        body = g.get("json_body", ma.missing)
+        return body
+
+    def load_json_or_form(self, req, schema):
+        return self.load_json(req, schema)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest blueprint using :class:`BodyParser`."""
+
+    ARGUMENTS_PARSER = BodyParser()
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest Api whose errors are rendered by ``app.errors`` (the wire envelope)."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
+    def _register_error_handlers(self):
+        """Errors are handled by app.errors.register_error_handlers, not by smorest."""
+
+
+def _check_json(value: Any, depth: int = 0) -> None:
+    """Reject bodies nested too deeply or carrying NUL characters (no column can store them)."""
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest("invalid_json", f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest("invalid_json", "Request body must not contain NUL (\\u0000) characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, depth + 1)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
+
+def _is_json_mimetype(mimetype: str) -> bool:
+    return not mimetype or mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def parse_json_body() -> None:
+    """``before_request``: parse the JSON body into ``g.json_body`` (or reject it with 400)."""
+    if "\x00" in request.path:
+        raise NotFound("http_error", "Not Found")
+    for values in request.args.listvalues():
+        if any("\x00" in v for v in values):
+            raise BadRequest("invalid_query", "Query parameters must not contain NUL characters")
+    g.json_body = ma.missing
+    if request.method not in _BODY_METHODS or not _is_json_mimetype(request.mimetype):
+        return
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("invalid_json", "Request body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest(
+            "invalid_json", f"Request body is nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    _check_json(body)
+    g.json_body = body
+
+
+def build_api(app: Flask, security_schemes: dict[str, dict], security: list[dict]) -> Api:
+    """Create the Api for ``app`` with the security schemes its flags enable."""
+    docs = app.config["ENV"] != "production"
+    app.config.update(
+        API_TITLE="Cueline",
+        API_VERSION=app.config.get("VERSION", "0"),
+        OPENAPI_VERSION="3.0.3",
+        API_SPEC_OPTIONS={
+            "security": security,
+            "info": {"description": "Scheduling and messaging for AI agents "
+                                    "(CueAPI wire protocol)."},
+        },
+        OPENAPI_URL_PREFIX="/" if docs else None,
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    )
+    api = Api(app)
+    for name, scheme in security_schemes.items():
+        api.spec.components.security_scheme(name, scheme)
+    return api

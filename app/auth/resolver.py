@@ -1,0 +1,166 @@
+"""Credential resolution: the only place that reads authentication headers.
+
+One function per credential path, tried in a fixed precedence by :func:`resolve_identity`:
+
+1. ``X-Service-Key: <token>`` or ``Authorization: Bearer <token>`` equal to a service credential
+   (only while ``EXTERNAL_AUTH_BACKEND=true``) → Path 2, acting for ``X-On-Behalf-Of``.
+2. ``Authorization: Bearer cue_sk_…`` → Path 1, per-user API key.
+3. any other bearer → Path 3, session JWT.
+
+Ambiguous requests are rejected rather than reinterpreted: both ``Authorization`` and
+``X-Service-Key`` → 400 ``conflicting_credentials``; ``X-On-Behalf-Of`` beside a user credential →
+400 ``on_behalf_of_requires_service_credential``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import current_app, request
+from sqlalchemy import select
+
+from app.auth.identity import AuthPath, Identity, ServicePrincipal
+from app.auth.tokens import (
+    API_KEY_PREFIX,
+    SessionError,
+    decode_session_token,
+    hash_secret,
+    secrets_equal,
+)
+from app.errors import BadRequest, NotFound, Unauthorized
+from app.extensions import db
+
+ON_BEHALF_OF = "X-On-Behalf-Of"
+SERVICE_KEY = "X-Service-Key"
+
+#: The built-in principal behind the env ``INTERNAL_AUTH_TOKEN``: unrestricted.
+ENV_PRINCIPAL = ServicePrincipal(
+    name="env", key_id="env", scopes=frozenset({"users:write", "users:act", "keys:mint"})
+)
+
+
+def _bearer() -> str | None:
+    """The bearer token, or None when there is no ``Authorization: Bearer`` header."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    if not header.startswith("Bearer "):
+        return ""
+    return header[len("Bearer "):].strip()
+
+
+def _presented_service_token() -> tuple[str | None, bool]:
+    """Return (token, explicit) where ``explicit`` means it came in ``X-Service-Key``."""
+    service_key = request.headers.get(SERVICE_KEY)
+    if service_key is not None:
+        return service_key.strip(), True
+    return _bearer(), False
+
+
+def find_service_principal(token: str | None) -> ServicePrincipal | None:
+    """The service principal owning ``token``, or None (also when delegation is off)."""
+    config = current_app.config
+    if not token or not config["EXTERNAL_AUTH_BACKEND"]:
+        return None
+    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN"]):
+        return ENV_PRINCIPAL
+    return None
+
+
+def _reject_mixed_headers() -> None:
+    if request.headers.get(SERVICE_KEY) is not None and request.headers.get("Authorization"):
+        raise BadRequest(
+            "conflicting_credentials",
+            f"Send either Authorization or {SERVICE_KEY}, not both",
+        )
+
+
+def _on_behalf_of_user(principal: ServicePrincipal) -> Identity:
+    """Path 2: resolve ``X-On-Behalf-Of`` to the user the principal acts for."""
+    from app.users.models import User
+
+    raw = (request.headers.get(ON_BEHALF_OF) or "").strip()
+    if not raw:
+        raise BadRequest(
+            "internal_token_requires_on_behalf_of",
+            f"A service credential must name the acting user in {ON_BEHALF_OF}",
+        )
+    try:
+        user_id = uuid.UUID(raw)
+    except ValueError:
+        raise BadRequest("invalid_on_behalf_of", f"{ON_BEHALF_OF} must be a user UUID") from None
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("user_not_found", f"No user with id {user_id}")
+    return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
+
+
+def _api_key_user(token: str) -> Identity:
+    """Path 1: a ``cue_sk_`` key, looked up by its hash."""
+    from app.users.models import User
+
+    user = db.session.execute(
+        select(User).where(User.api_key_hash == hash_secret(token))
+    ).scalar_one_or_none()
+    if user is None:
+        raise Unauthorized("invalid_api_key", "Invalid or missing API key")
+    return Identity(path=AuthPath.API_KEY, user=user)
+
+
+def _session_user(token: str) -> Identity:
+    """Path 3: an HS256 session JWT signed with ``SESSION_SECRET``."""
+    from app.users.models import User
+
+    try:
+        claims = decode_session_token(token, current_app.config["SESSION_SECRET"])
+        user_id = uuid.UUID(str(claims["sub"]))
+    except SessionError as exc:
+        raise Unauthorized(exc.code, exc.message) from None
+    except ValueError:
+        raise Unauthorized("invalid_session", "Invalid session token") from None
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise Unauthorized("user_not_found", "The session's user no longer exists")
+    return Identity(path=AuthPath.SESSION, user=user)
+
+
+def resolve_identity() -> Identity:
+    """Authenticate the current request as a user (any of the three paths)."""
+    _reject_mixed_headers()
+    token, explicit = _presented_service_token()
+    principal = find_service_principal(token)
+    if principal is not None:
+        return _on_behalf_of_user(principal)
+    if explicit:
+        raise Unauthorized("invalid_internal_token", "Invalid service credential")
+    if not token:
+        raise Unauthorized("invalid_api_key", "Invalid or missing API key")
+
+    wants_delegation = bool((request.headers.get(ON_BEHALF_OF) or "").strip())
+    if token.startswith(API_KEY_PREFIX):
+        identity = _api_key_user(token)
+    else:
+        try:
+            identity = _session_user(token)
+        except Unauthorized:
+            if wants_delegation and current_app.config["EXTERNAL_AUTH_BACKEND"]:
+                # The caller meant delegation: say the service credential is wrong.
+                raise Unauthorized("invalid_internal_token", "Invalid service credential") from None
+            raise
+    if wants_delegation:
+        raise BadRequest(
+            "on_behalf_of_requires_service_credential",
+            f"{ON_BEHALF_OF} is only accepted with a service credential, not with a user's "
+            "API key or session",
+        )
+    return identity
+
+
+def resolve_service() -> Identity:
+    """Authenticate the current request as a service principal (internal endpoints)."""
+    _reject_mixed_headers()
+    token, _explicit = _presented_service_token()
+    principal = find_service_principal(token)
+    if principal is None:
+        raise Unauthorized("invalid_internal_token", "Invalid service credential")
+    return Identity(path=AuthPath.SERVICE, principal=principal)

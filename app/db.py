@@ -1,0 +1,113 @@
+"""Database helpers that hide the few places where SQLite and PostgreSQL differ.
+
+Everything dialect-specific (engine options, insert-if-absent, naming the columns of a violated
+unique constraint) lives here so services stay portable.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC (the only clock the services read)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
+    """SQLAlchemy engine options for ``url``: pooling and timeouts per dialect."""
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        return {
+            "pool_pre_ping": True,
+            "pool_size": config["DB_POOL_SIZE"],
+            "max_overflow": config["DB_MAX_OVERFLOW"],
+            "pool_timeout": 10,
+            "connect_args": {"connect_timeout": config["DB_CONNECT_TIMEOUT_SECONDS"]},
+        }
+    # SQLite: one file shared by web and worker processes; wait for locks instead of failing.
+    return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+    """Enable WAL and foreign keys on every new SQLite connection."""
+    module = type(dbapi_connection).__module__
+    if not module.startswith("sqlite3"):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def dialect_name() -> str:
+    """Name of the bound database dialect (``sqlite`` or ``postgresql``)."""
+    return db.engine.dialect.name
+
+
+def insert_if_absent(model, values: dict[str, Any], key: str):
+    """Insert ``values`` unless a row with the same ``key`` exists; return True if inserted.
+
+    Uses ``INSERT … ON CONFLICT (key) DO NOTHING`` on both dialects, so concurrent callers never
+    see a unique violation on ``key`` (other unique constraints still raise ``IntegrityError``).
+    """
+    dialect = postgresql if dialect_name() == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[key])
+        .returning(getattr(model, key))
+    )
+    return db.session.execute(stmt).first() is not None
+
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
+
+
+def violated_columns(exc: IntegrityError) -> set[str]:
+    """Return the ``table.column`` names of the unique constraint ``exc`` violated (or empty)."""
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        name = diag.constraint_name
+        for table in db.metadata.tables.values():
+            for constraint in list(table.constraints) + list(table.indexes):
+                if constraint.name == name:
+                    return {f"{table.name}.{c.name}" for c in constraint.columns}
+        return set()
+    match = _SQLITE_UNIQUE.search(str(orig))
+    if match:
+        return {part.strip() for part in match.group(1).split(",")}
+    return set()

@@ -1,0 +1,1 @@
+"""Users: the account record, registration, and the internal upsert used by integrators."""

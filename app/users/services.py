@@ -1,0 +1,193 @@
+"""User business rules: registration, slug derivation, and the integrators' idempotent upsert.
+
+Services own their transaction (commit or roll back before returning) and raise ``AppError``
+subclasses; they never touch ``flask.request``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
+from app.db import insert_if_absent, utcnow, violated_columns
+from app.errors import Conflict, NotFound
+from app.extensions import db
+from app.users.models import (
+    DEFAULT_ACTIVE_CUE_LIMIT,
+    DEFAULT_MONTHLY_EXECUTION_LIMIT,
+    DEFAULT_MONTHLY_MESSAGE_LIMIT,
+    DEFAULT_PLAN,
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    User,
+)
+
+SLUG_MAX = 60
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+_SLUG_ATTEMPTS = 5
+
+
+def normalize_email(email: str) -> str:
+    """Trim the address and lower-case its domain (the local part is case-sensitive)."""
+    email = email.strip()
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}" if local else email
+
+
+def base_slug(text: str, fallback: str = "user") -> str:
+    """Lower-case ``text``, collapse runs of other characters to ``-``, trim, cap at 60."""
+    slug = _NON_SLUG.sub("-", text.lower()).strip("-")[:SLUG_MAX].strip("-")
+    return slug or fallback
+
+
+def _slug_taken(slug: str) -> bool:
+    return db.session.execute(select(User.id).where(User.slug == slug)).first() is not None
+
+
+def derive_user_slug(email: str) -> str:
+    """A free slug from the e-mail's local part; collisions get ``-xxxx`` (then ``-xxxxxxxx``)."""
+    base = base_slug(email.rpartition("@")[0] or email)
+    if not _slug_taken(base):
+        return base
+    for _ in range(_SLUG_ATTEMPTS):
+        candidate = f"{base}-{secrets.token_hex(2)}"
+        if not _slug_taken(candidate):
+            return candidate
+    return f"{base}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A freshly registered user and the plaintext key shown to them exactly once."""
+
+    user: User
+    api_key: str
+
+
+def register_user(email: str) -> NewUser:
+    """Create a user with default limits, a fresh API key and webhook secret.
+
+    Raises ``Conflict('duplicate_email')`` when the address is taken (also under a race, via the
+    unique constraint).
+    """
+    email = normalize_email(email)
+    if db.session.execute(select(User.id).where(User.email == email)).first():
+        raise Conflict("duplicate_email", "A user with this email already exists")
+    for _attempt in range(3):
+        api_key = generate_api_key()
+        user = User(
+            id=uuid.uuid4(), email=email, slug=derive_user_slug(email),
+            api_key_hash=hash_secret(api_key), api_key_prefix=key_prefix(api_key),
+            webhook_secret=generate_webhook_secret(),
+        )
+        db.session.add(user)
+        try:
+            db.session.commit()
+            return NewUser(user=user, api_key=api_key)
+        except IntegrityError as exc:
+            db.session.rollback()
+            if "users.email" in violated_columns(exc):
+                raise Conflict("duplicate_email", "A user with this email already exists") from None
+            # A concurrent registration took the derived slug: derive again.
+    raise Conflict("slug_taken", "Could not allocate a unique slug; retry")
+
+
+def get_user(user_id: uuid.UUID) -> User:
+    """The user with ``user_id`` or ``NotFound('user_not_found')``."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("user_not_found", f"No user with id {user_id}")
+    return user
+
+
+#: Fields of the upsert body that keep their stored value when omitted or null.
+OPTIONAL_UPSERT_FIELDS = {
+    "plan": DEFAULT_PLAN,
+    "active_cue_limit": DEFAULT_ACTIVE_CUE_LIMIT,
+    "monthly_execution_limit": DEFAULT_MONTHLY_EXECUTION_LIMIT,
+    "monthly_message_limit": DEFAULT_MONTHLY_MESSAGE_LIMIT,
+    "rate_limit_per_minute": DEFAULT_RATE_LIMIT_PER_MINUTE,
+    "external_owner": None,
+}
+
+
+def _check_identity_conflicts(user_id: uuid.UUID, email: str, slug: str) -> None:
+    """409 when another user already holds ``email`` or ``slug``."""
+    holders = db.session.execute(
+        select(User.email, User.slug).where(
+            User.id != user_id, (User.email == email) | (User.slug == slug)
+        )
+    ).all()
+    if any(row.email == email for row in holders):
+        raise Conflict("email_taken", "Another user already has this email")
+    if holders:
+        raise Conflict("slug_taken", "Another user already has this slug")
+
+
+def _conflict_from(exc: IntegrityError) -> Conflict:
+    columns = violated_columns(exc)
+    if "users.email" in columns:
+        return Conflict("email_taken", "Another user already has this email")
+    if "users.slug" in columns:
+        return Conflict("slug_taken", "Another user already has this slug")
+    raise exc
+
+
+def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any]) -> tuple[User, bool]:
+    """Create or update the user ``user_id`` as an integrator describes it; idempotent.
+
+    ``email`` and ``slug`` are always overwritten; the optional fields change only when given and
+    non-null (on insert they take the defaults).  A new user gets a random API key that is never
+    revealed (the integrator acts for them by delegation) and a fresh webhook secret.  Returns
+    ``(user, created)``; exactly one of any number of concurrent calls for a new id sees
+    ``created=True``.  An email or slug held by another user → 409, nothing changed.
+    """
+    email = normalize_email(data["email"])
+    slug = data["slug"]
+    given = {k: data[k] for k in OPTIONAL_UPSERT_FIELDS if data.get(k) is not None}
+    _check_identity_conflicts(user_id, email, slug)
+    now = utcnow()
+    stub_key = generate_api_key()
+    insert_values = {
+        **OPTIONAL_UPSERT_FIELDS, **given,
+        "id": user_id, "email": email, "slug": slug,
+        "api_key_hash": hash_secret(stub_key), "api_key_prefix": key_prefix(stub_key),
+        "webhook_secret": generate_webhook_secret(), "created_at": now, "updated_at": now,
+    }
+    try:
+        created = insert_if_absent(User, insert_values, key="id")
+        if not created:
+            db.session.execute(
+                update(User).where(User.id == user_id)
+                .values(email=email, slug=slug, updated_at=now, **given)
+            )
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise _conflict_from(exc) from None
+    user = db.session.get(User, user_id, populate_existing=True)
+    return user, created
+
+
+def account_summary(user: User) -> dict[str, Any]:
+    """The fields of ``GET /v1/auth/me``: identity, limits, and this month's real counts."""
+    from app.quotas import usage_counts
+
+    counts = usage_counts(user)
+    return {
+        "id": user.id, "email": user.email, "slug": user.slug, "plan": user.plan,
+        "active_cues": counts.active_cues,
+        "active_cue_limit": user.active_cue_limit,
+        "executions_this_month": counts.executions_this_month,
+        "monthly_execution_limit": user.monthly_execution_limit,
+        "monthly_message_limit": user.monthly_message_limit,
+        "rate_limit_per_minute": user.rate_limit_per_minute,
+        "has_webhook_secret": bool(user.webhook_secret),
+        "api_key_prefix": user.api_key_prefix,
+    }

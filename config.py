@@ -1,0 +1,206 @@
+"""Cueline configuration: typed defaults, one environment loader, and ``validate()``.
+
+Every setting is a class attribute of :class:`Config` with a type annotation and a default; the
+annotation drives parsing, so adding a setting is one line here plus one row in
+``docs/configuration.md`` (a test keeps the two in step).  Nothing here reads the environment at
+import time: :func:`load_config` does, when ``create_app`` (or ``flask config check``) asks.
+
+Problems are collected, never raised one at a time, so an operator sees every mistake in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, get_type_hints
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+#: Minimum length of ``INTERNAL_AUTH_TOKEN`` (and ``SESSION_SECRET``) accepted at start-up.
+MIN_SECRET_LENGTH = 32
+GENERATE_SECRET_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+ENVIRONMENTS = ("development", "test", "production")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(Exception):
+    """Raised when the configuration is unusable; ``problems`` lists every reason at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"Invalid Cueline configuration:\n{lines}")
+
+
+class Config:
+    """Defaults for every setting.  Types are enforced by :func:`load_config`."""
+
+    # --- deployment -------------------------------------------------------------------------
+    ENV: str = "development"
+    DATABASE_URL: str = ""  # empty = SQLite file under the instance folder
+    BASE_URL: str = "http://localhost:8000"
+    LOG_LEVEL: str = "INFO"
+    SESSION_SECRET: str = ""
+
+    # --- identity ---------------------------------------------------------------------------
+    EXTERNAL_AUTH_BACKEND: bool = False
+    INTERNAL_AUTH_TOKEN: str = ""
+    ALLOW_REGISTER: bool = True
+
+    # --- packaging flags --------------------------------------------------------------------
+    DISABLE_DEVICE_CODE: bool = False
+    DISABLE_CUE_PRIMITIVE: bool = False
+    DISABLE_QUOTA_ENFORCEMENT: bool = False
+
+    # --- database pool (PostgreSQL) ---------------------------------------------------------
+    DB_POOL_SIZE: int = 5
+    DB_MAX_OVERFLOW: int = 10
+    DB_CONNECT_TIMEOUT_SECONDS: int = 5
+
+
+def setting_types() -> dict[str, type]:
+    """Return ``{name: type}`` for every declared setting."""
+    return {name: tp for name, tp in get_type_hints(Config).items() if name.isupper()}
+
+
+def _parse(name: str, tp: type, raw: Any, problems: list[str]) -> Any:
+    """Turn one raw value (usually a string from the environment) into ``tp``."""
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        problems.append(f"{name}: {raw!r} is not a boolean (use true or false)")
+        return None
+    if tp is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            problems.append(f"{name}: {raw!r} is not an integer")
+            return None
+    if tp is float:
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            problems.append(f"{name}: {raw!r} is not a number")
+            return None
+    if not isinstance(raw, str):
+        problems.append(f"{name}: expected a string, got {type(raw).__name__}")
+        return None
+    return raw.strip()
+
+
+def load_config(
+    source: Mapping[str, Any] | None = None,
+    env_file: str | None = ".env",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Build the typed settings dict.
+
+    With ``source=None`` the values come from ``env_file`` (if it exists) overlaid by
+    ``os.environ``; with an explicit ``source`` mapping only that mapping is used (tests build
+    hermetic apps this way).  ``overrides`` win over both.  Unknown keys in ``source`` or
+    ``overrides`` that are not settings are passed through untouched (Flask options such as
+    ``TESTING``).  Raises :class:`ConfigError` listing every unparsable value.
+    """
+    if source is None:
+        merged: dict[str, Any] = {}
+        if env_file and os.path.exists(env_file):
+            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(os.environ)
+    else:
+        merged = dict(source)
+    merged.update(overrides)
+
+    types = setting_types()
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, tp in types.items():
+        raw = merged.get(name, getattr(Config, name))
+        values[name] = _parse(name, tp, raw, problems)
+    if problems:
+        raise ConfigError(problems)
+    # Pass through extra keys given explicitly (never the whole process environment).
+    extras = overrides if source is None else {**source, **overrides}
+    for key, value in extras.items():
+        if key not in types:
+            values[key] = value
+    values["DATABASE_URL"] = normalize_database_url(values["DATABASE_URL"])
+    return values
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the common spellings of a PostgreSQL URL onto the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def validate(values: Mapping[str, Any]) -> list[str]:
+    """Return every problem with a loaded configuration (empty list = usable)."""
+    problems: list[str] = []
+    env = values["ENV"]
+    if env not in ENVIRONMENTS:
+        problems.append(f"ENV: {env!r} is not one of {', '.join(ENVIRONMENTS)}")
+
+    token = values["INTERNAL_AUTH_TOKEN"]
+    if values["EXTERNAL_AUTH_BACKEND"]:
+        if not token:
+            problems.append(
+                "INTERNAL_AUTH_TOKEN is empty but EXTERNAL_AUTH_BACKEND=true needs it as the "
+                f"service credential; {GENERATE_SECRET_HINT}"
+            )
+        elif len(token) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"INTERNAL_AUTH_TOKEN is {len(token)} characters; EXTERNAL_AUTH_BACKEND=true "
+                f"needs at least {MIN_SECRET_LENGTH}; {GENERATE_SECRET_HINT}"
+            )
+    if token and re.search(r"\s", token):
+        problems.append("INTERNAL_AUTH_TOKEN must not contain whitespace")
+
+    secret = values["SESSION_SECRET"]
+    if secret and len(secret) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"SESSION_SECRET is {len(secret)} characters; use at least {MIN_SECRET_LENGTH} "
+            f"(or leave it empty to disable sessions); {GENERATE_SECRET_HINT}"
+        )
+
+    url = values["DATABASE_URL"]
+    if url:
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            problems.append(f"DATABASE_URL: cannot parse {_redact_url(url)!r}")
+        else:
+            if backend not in ("sqlite", "postgresql"):
+                problems.append(
+                    f"DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
+                )
+
+    for name in ("DB_POOL_SIZE", "DB_CONNECT_TIMEOUT_SECONDS"):
+        if values[name] < 1:
+            problems.append(f"{name} must be at least 1")
+    if values["DB_MAX_OVERFLOW"] < 0:
+        problems.append("DB_MAX_OVERFLOW must not be negative")
+    if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
+    return problems
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a database URL before it appears in a message."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
