@@ -1,0 +1,1 @@
+"""The scheduling primitive: cues, executions, workers, and the scheduler/delivery jobs."""

@@ -1,0 +1,175 @@
+"""Tables of the scheduling primitive: ``cues``, ``executions``, ``workers`` and the monthly
+execution counter.
+
+The executions table doubles as the delivery queue: the unique key on
+``(cue_id, scheduled_for)`` makes firing idempotent, and workers claim rows from it (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL).  Columns that are enumerations carry CHECK constraints so a bad
+value can never be stored, whatever code path writes it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import UTCDateTime, utcnow
+from app.extensions import db
+
+CUE_STATUSES = ("active", "paused", "completed", "failed")
+TRANSPORTS = ("webhook", "worker")
+SCHEDULE_TYPES = ("recurring", "once")
+CALLBACK_METHODS = ("POST", "GET", "PUT", "PATCH")
+VERIFICATION_MODES = ("none", "require_external_id", "require_result_url", "require_artifacts",
+                      "manual")
+EXECUTION_STATUSES = ("pending", "delivering", "success", "failed", "retrying", "retry_ready",
+                      "missed", "pending_outcome", "outcome_timeout")
+OUTCOME_STATES = ("reported_success", "reported_failure", "verified_success",
+                  "verification_pending", "verification_failed")
+TRIGGERS = ("scheduler", "manual_fire", "replay")
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def new_cue_id() -> str:
+    """``cue_`` + 12 random characters from ``[a-z0-9]``."""
+    return "cue_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+class Cue(db.Model):
+    """A named schedule owned by a user; it produces executions."""
+
+    __tablename__ = "cues"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name"),
+        CheckConstraint(_in("status", CUE_STATUSES), name="status"),
+        CheckConstraint(_in("transport", TRANSPORTS), name="transport"),
+        CheckConstraint(_in("schedule_type", SCHEDULE_TYPES), name="schedule_type"),
+        CheckConstraint(_in("callback_method", CALLBACK_METHODS), name="callback_method"),
+        Index(None, "status", "next_run"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True, default=new_cue_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    transport: Mapped[str] = mapped_column(String(10), default="webhook")
+    schedule_type: Mapped[str] = mapped_column(String(10))
+    schedule_cron: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    schedule_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    schedule_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    callback_method: Mapped[str] = mapped_column(String(10), default="POST")
+    callback_headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    retry_max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    retry_backoff_minutes: Mapped[list[int]] = mapped_column(JSON, default=lambda: [1, 5, 15])
+    on_failure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    verification_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    next_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    fired_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    executions = relationship("Execution", back_populates="cue", cascade="all, delete-orphan",
+                              passive_deletes=True, lazy="noload")
+
+    def __repr__(self) -> str:
+        return f"<Cue {self.id} {self.status}>"
+
+
+class Execution(db.Model):
+    """One firing of a cue: a queue entry while pending, a record once finished."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        UniqueConstraint("cue_id", "scheduled_for"),
+        CheckConstraint(_in("status", EXECUTION_STATUSES), name="status"),
+        CheckConstraint(_in("triggered_by", TRIGGERS), name="triggered_by"),
+        Index(None, "status", "scheduled_for"),
+        Index(None, "status", "next_retry_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    cue_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("cues.id", ondelete="CASCADE"), index=True)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    triggered_by: Mapped[str] = mapped_column(String(20), default="scheduler")
+    replayed_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claimed_by_worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    outcome_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    cue = relationship("Cue", back_populates="executions", lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.id} {self.status}>"
+
+
+class Worker(db.Model):
+    """A pull worker (``cueapi-worker`` daemon) of a user, known by its caller-chosen id."""
+
+    __tablename__ = "workers"
+    __table_args__ = (UniqueConstraint("user_id", "worker_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[str] = mapped_column(String(255))
+    handlers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ExecutionUsage(db.Model):
+    """Successful webhook deliveries per user and calendar month (the monthly execution counter).
+
+    Kept as a counter rather than counted from ``executions`` because deleting a cue cascades
+    its executions away, which must not hand the user back quota.  ``limit_reached_at`` starts
+    the 24 h grace period of the monthly execution limit.
+    """
+
+    __tablename__ = "execution_usage"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "YYYY-MM"
+    executions: Mapped[int] = mapped_column(Integer, default=0)
+    limit_reached_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
