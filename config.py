@@ -62,6 +62,19 @@ class Config:
     DB_MAX_OVERFLOW: int = 10
     DB_CONNECT_TIMEOUT_SECONDS: int = 5
 
+    # --- scheduling: outbound webhooks and the background worker ----------------------------
+    ALLOW_PRIVATE_CALLBACK_URLS: bool = False
+    WEBHOOK_TIMEOUT_SECONDS: float = 30.0
+    POLLER_INTERVAL_SECONDS: float = 0.5
+    POLLER_BATCH_SIZE: int = 500
+    POLLER_MAX_CATCH_UP_SLOTS: int = 1
+    DELIVERY_CONCURRENCY: int = 4
+    EXECUTION_STALE_AFTER_SECONDS: int = 300
+    WORKER_HEARTBEAT_TIMEOUT_SECONDS: int = 180
+    WORKER_CLAIM_TIMEOUT_SECONDS: int = 900
+    WORKER_UNCLAIMED_TIMEOUT_SECONDS: int = 900
+    WORKER_SHUTDOWN_GRACE_SECONDS: float = 10.0
+
 
 def setting_types() -> dict[str, type]:
     """Return ``{name: type}`` for every declared setting."""
@@ -195,6 +208,29 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append("DB_MAX_OVERFLOW must not be negative")
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
+    problems.extend(_scheduling_problems(values))
+    return problems
+
+
+def _scheduling_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the scheduling / background-worker settings."""
+    problems: list[str] = []
+    for name in ("WEBHOOK_TIMEOUT_SECONDS", "POLLER_INTERVAL_SECONDS"):
+        if not 0 < values[name] <= 300:
+            problems.append(f"{name} must be greater than 0 and at most 300 seconds")
+    for name in ("POLLER_BATCH_SIZE", "DELIVERY_CONCURRENCY", "EXECUTION_STALE_AFTER_SECONDS",
+                 "WORKER_HEARTBEAT_TIMEOUT_SECONDS", "WORKER_CLAIM_TIMEOUT_SECONDS",
+                 "WORKER_UNCLAIMED_TIMEOUT_SECONDS"):
+        if values[name] < 1:
+            problems.append(f"{name} must be at least 1")
+    if values["POLLER_MAX_CATCH_UP_SLOTS"] < 0:
+        problems.append("POLLER_MAX_CATCH_UP_SLOTS must not be negative (0 skips missed slots)")
+    if values["WORKER_SHUTDOWN_GRACE_SECONDS"] < 0:
+        problems.append("WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
+    # A delivery still waiting on its HTTP response must not be declared stale and re-sent.
+    if values["EXECUTION_STALE_AFTER_SECONDS"] <= values["WEBHOOK_TIMEOUT_SECONDS"]:
+        problems.append("EXECUTION_STALE_AFTER_SECONDS must be longer than "
+                        "WEBHOOK_TIMEOUT_SECONDS, or in-flight deliveries would be re-sent")
     return problems
 
 

@@ -1,0 +1,129 @@
+"""Send one outbound request to a user-supplied URL and classify the result.
+
+API:
+
+``send(method, url, *, body=None, headers=None, timeout=None, env=None, allow_private=None)
+-> SendResult``
+    Re-checks the destination (:func:`app.outbound.ssrf.check_destination`), sends one request
+    on a fresh connection with ``timeout`` seconds (default ``WEBHOOK_TIMEOUT_SECONDS``), never
+    follows redirects, never raises for network problems.  ``body`` is a ``str`` sent as UTF-8
+    bytes exactly (pass :func:`app.outbound.signing.canonical_json` output so signatures hold);
+    ``None`` sends no body (``GET``).
+
+``SendResult``
+    ``outcome``: ``"success"`` (2xx), ``"retryable"`` (408, 429, 5xx, timeout, connection /
+    DNS / TLS / other transport errors) or ``"terminal"`` (other 4xx, 1xx/3xx, destination
+    blocked).  ``status_code`` (``None`` when no response), ``error`` (short text safe to store
+    and show the owner, ``None`` on success), ``response_text`` (first 2,000 characters),
+    ``retry_after`` (seconds from a ``Retry-After`` header, else ``None``), ``elapsed`` seconds.
+
+Callers decide what a classification means for them: cue webhooks retry every failure until
+``retry.max_attempts`` (wire §13.2); message push stops on ``terminal`` (§13.3).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import httpx
+from flask import current_app
+
+from app.outbound.ssrf import BlockedDestination, check_destination
+
+USER_AGENT = "CueAPI/1.0"
+RESPONSE_TEXT_LIMIT = 2000
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
+
+SUCCESS = "success"
+RETRYABLE = "retryable"
+TERMINAL = "terminal"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened to one outbound request (see module docstring)."""
+
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    response_text: str | None = None
+    retry_after: float | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == SUCCESS
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), capped at a day."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def classify_status(status: int) -> str:
+    """Classification of an HTTP status (see module docstring)."""
+    if 200 <= status < 300:
+        return SUCCESS
+    if status in (408, 429) or status >= 500:
+        return RETRYABLE
+    return TERMINAL
+
+
+def send(method: str, url: str, *, body: str | None = None,
+         headers: dict[str, str] | None = None, timeout: float | None = None,
+         env: str | None = None, allow_private: bool | None = None) -> SendResult:
+    """Send one request and classify it; never raises for network or destination problems."""
+    if timeout is None:
+        timeout = float(current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
+    started = time.monotonic()
+    try:
+        check_destination(url, env=env, allow_private=allow_private)
+    except BlockedDestination as exc:
+        return SendResult(TERMINAL, error=f"Destination blocked: {exc}")
+    content = body.encode("utf-8") if body is not None else None
+    request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            response = client.request(method.upper(), url, content=content,
+                                      headers=request_headers)
+    except httpx.TimeoutException:
+        return SendResult(RETRYABLE, error=f"Timed out after {timeout:g}s",
+                          elapsed=time.monotonic() - started)
+    except httpx.ConnectError as exc:
+        return SendResult(RETRYABLE, error=f"Connection failed: {_short(exc)}",
+                          elapsed=time.monotonic() - started)
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return SendResult(RETRYABLE, error=f"Request failed: {_short(exc)}",
+                          elapsed=time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    status = response.status_code
+    outcome = classify_status(status)
+    text = response.text[:RESPONSE_TEXT_LIMIT] if response.content else ""
+    error = None
+    if outcome != SUCCESS:
+        kind = "rejected request" if 400 <= status < 500 else "returned an error"
+        if status < 200 or 300 <= status < 400:
+            kind = "answered with a redirect or informational status (not followed)"
+        error = f"Webhook endpoint {kind} ({status})"
+    return SendResult(outcome, status_code=status, error=error, response_text=text,
+                      retry_after=_retry_after(response.headers.get("Retry-After")),
+                      elapsed=elapsed)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,1 @@
+"""Tests of the scheduling primitive and the shared outbound helpers."""
