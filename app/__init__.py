@@ -155,8 +155,12 @@ def _install_request_hooks(app: Flask) -> None:
             raise AppError("request_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes",
                            413)
 
+    # The limiter's before_request hook runs after the size check, before body parsing:
+    # 413 → 429 → 400 invalid_json → 401 → 422, as the wire protocol orders them.
     from app.api import parse_json_body
+    from app.ratelimit import build_limiter
 
+    build_limiter(app)
     app.before_request(parse_json_body)
 
     @app.after_request

@@ -150,6 +150,10 @@ def from_http_exception(error: HTTPException) -> AppError:
     if status == 400 and messages:
         # webargs reports unparsable JSON this way; the body pre-parser normally wins first.
         return BadRequest("invalid_json", "Request body is not valid JSON")
+    if status == 429:
+        return AppError("rate_limit_exceeded",
+                        f"Rate limit exceeded ({error.description}); retry after the "
+                        "Retry-After delay", 429)
     if status == 413:
         return AppError("request_too_large", "Request body exceeds 1048576 bytes", 413)
     headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",

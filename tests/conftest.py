@@ -102,7 +102,9 @@ def make_app(db_url):
     apps = []
 
     def _make(**overrides):
-        base = {"ENV": "test", "DATABASE_URL": db_url, "SESSION_SECRET": SESSION_SECRET}
+        # Request rate limiting is off unless a test turns it on (tests/test_ratelimit.py).
+        base = {"ENV": "test", "DATABASE_URL": db_url, "SESSION_SECRET": SESSION_SECRET,
+                "RATELIMIT_ENABLED": False}
         app = create_app({**base, **overrides})
         app.config["TESTING"] = True
         apps.append(app)

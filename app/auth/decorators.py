@@ -12,9 +12,11 @@ from __future__ import annotations
 from copy import deepcopy
 from functools import wraps
 
-from flask import g
+from flask import g, request
 
+from app.auth.identity import Identity
 from app.auth.resolver import resolve_identity, resolve_service
+from app.errors import AppError
 
 SERVICE_SECURITY = [{"ServiceToken": []}, {"ServiceKey": []}]
 
@@ -26,12 +28,39 @@ def _document(wrapper, **doc) -> None:
     wrapper._apidoc = apidoc
 
 
+def _load_identity() -> Identity:
+    """Resolve the caller once per request; the outcome (or its error) is kept on ``g``."""
+    if "identity_error" in g:
+        raise g.identity_error
+    if g.get("identity") is None:
+        try:
+            g.identity = resolve_identity()
+        except AppError as exc:
+            g.identity_error = exc
+            raise
+    return g.identity
+
+
+def try_identity() -> Identity | None:
+    """The caller's identity if their credentials are valid, else None (never raises).
+
+    Used by the rate limiter to pick a bucket before the view runs; the view's own
+    :func:`auth_required` then reuses the result instead of resolving twice.
+    """
+    if not (request.headers.get("Authorization") or request.headers.get("X-Service-Key")):
+        return None
+    try:
+        return _load_identity()
+    except AppError:
+        return None
+
+
 def auth_required(view):
     """Require a user identity (API key, session, or delegation) before the view runs."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        g.identity = resolve_identity()
+        _load_identity()
         return view(*args, **kwargs)
 
     return wrapper

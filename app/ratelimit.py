@@ -1,0 +1,134 @@
+"""Request rate limiting with Flask-Limiter: per user, per client address, and per endpoint.
+
+* Every request except the exempt paths counts against one bucket: the authenticated user's
+  (``rate_limit_per_minute``, read fresh each request, so an upsert changes it at once) — the
+  same bucket whether the user called with their key, a session, or through delegation — or,
+  for anonymous traffic and failed credentials, the client address (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``).
+  A limit of 0 means unlimited.
+* Allowed responses carry ``X-RateLimit-Limit/Remaining/Reset``; a refusal is
+  ``429 rate_limit_exceeded`` with an integer ``Retry-After``.
+* Counters live in ``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) by default, Redis to
+  share them across gunicorn workers and machines.  If the storage is unreachable requests are
+  let through (fail open) and a warning is logged.
+* :func:`limit` adds an endpoint-specific limit (device-code creation, e-mail submission …).
+
+The Limiter is built per app, like the Api, so two apps never share counters or settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from limits import parse
+
+from app.errors import AppError
+
+#: Paths never rate limited (probes, docs, the service-only surface).
+EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/openapi.json", "/docs"})
+EXEMPT_PREFIXES = ("/v1/internal/", "/docs/")
+
+
+def client_address() -> str:
+    """The client's address as the WSGI server reports it (proxies: see docs/operations.md)."""
+    return request.remote_addr or "unknown"
+
+
+def _subject():
+    """The authenticated user for bucketing, or None (never raises)."""
+    from app.auth.decorators import try_identity
+
+    identity = try_identity()
+    return identity.user if identity is not None else None
+
+
+def _bucket() -> str:
+    user = _subject()
+    return f"user:{user.id}" if user is not None else f"addr:{client_address()}"
+
+
+def _per_minute() -> int:
+    user = _subject()
+    if user is not None:
+        return user.rate_limit_per_minute
+    return current_app.config["RATE_LIMIT_ANONYMOUS_PER_MINUTE"]
+
+
+def _default_limit() -> str:
+    return f"{max(_per_minute(), 1)} per minute"
+
+
+def _exempt() -> bool:
+    path = request.path
+    if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS":
+        return True
+    return _per_minute() <= 0
+
+
+def build_limiter(app: Flask) -> Limiter:
+    """Create the app's Limiter (its before_request hook runs where this is called)."""
+    limiter = Limiter(
+        key_func=_bucket,
+        app=app,
+        default_limits=[_default_limit],
+        default_limits_exempt_when=_exempt,
+        storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+        strategy="moving-window",
+        headers_enabled=True,
+        retry_after="delta-seconds",
+        swallow_errors=True,
+        in_memory_fallback_enabled=False,
+        key_prefix="cueline",
+    )
+    app.extensions["cueline_limiter"] = limiter
+    return limiter
+
+
+def limit(limit_value: str, key: Callable[[], str], scope: str):
+    """Decorator: an extra fixed limit on one endpoint, e.g. ``limit("5/hour", client_address, "device-code")``.
+
+    Counted only for requests that reach the view; refusals answer ``429 rate_limit_exceeded``
+    with ``Retry-After``.  Off when ``RATELIMIT_ENABLED=false``.
+    """
+    item = parse(limit_value)
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            limiter: Limiter = current_app.extensions["cueline_limiter"]
+            if not limiter.enabled:
+                return view(*args, **kwargs)
+            strategy = limiter.limiter
+            bucket = key()
+            try:
+                allowed = strategy.hit(item, scope, bucket)
+                if not allowed:
+                    reset, _remaining = strategy.get_window_stats(item, scope, bucket)
+            except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
+                current_app.logger.warning("rate limit storage unavailable; %s not enforced", scope)
+                return view(*args, **kwargs)
+            if not allowed:
+                retry = max(1, int(reset - time.time()))
+                raise AppError("rate_limit_exceeded",
+                               f"Too many requests: {limit_value}; retry in {retry} s", 429,
+                               headers={"Retry-After": str(retry)})
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def current_usage() -> int:
+    """Requests counted in the caller's current window (0 when not limited or unknown)."""
+    limiter: Limiter = current_app.extensions["cueline_limiter"]
+    try:
+        current = limiter.current_limit
+    except Exception:  # noqa: BLE001 - storage down
+        return 0
+    if current is None:
+        return 0
+    return max(current.limit.amount - current.remaining, 0)
