@@ -57,6 +57,11 @@ class Config:
     DISABLE_CUE_PRIMITIVE: bool = False
     DISABLE_QUOTA_ENFORCEMENT: bool = False
 
+    # --- request rate limiting -------------------------------------------------------------
+    RATELIMIT_ENABLED: bool = True
+    RATELIMIT_STORAGE_URI: str = "memory://"
+    RATE_LIMIT_ANONYMOUS_PER_MINUTE: int = 60
+
     # --- database pool (PostgreSQL) ---------------------------------------------------------
     DB_POOL_SIZE: int = 5
     DB_MAX_OVERFLOW: int = 10
@@ -204,6 +209,11 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     for name in ("DB_POOL_SIZE", "DB_CONNECT_TIMEOUT_SECONDS"):
         if values[name] < 1:
             problems.append(f"{name} must be at least 1")
+    if values["RATE_LIMIT_ANONYMOUS_PER_MINUTE"] < 0:
+        problems.append("RATE_LIMIT_ANONYMOUS_PER_MINUTE must not be negative (0 = unlimited)")
+    if not values["RATELIMIT_STORAGE_URI"].startswith(("memory://", "redis://", "rediss://",
+                                                        "redis+unix://", "redis+sentinel://")):
+        problems.append("RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL")
     if values["DB_MAX_OVERFLOW"] < 0:
         problems.append("DB_MAX_OVERFLOW must not be negative")
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -223,8 +233,8 @@ def _scheduling_problems(values: Mapping[str, Any]) -> list[str]:
                  "WORKER_UNCLAIMED_TIMEOUT_SECONDS"):
         if values[name] < 1:
             problems.append(f"{name} must be at least 1")
-    if values["POLLER_MAX_CATCH_UP_SLOTS"] < 0:
-        problems.append("POLLER_MAX_CATCH_UP_SLOTS must not be negative (0 skips missed slots)")
+    if not 1 <= values["POLLER_MAX_CATCH_UP_SLOTS"] <= 1000:
+        problems.append("POLLER_MAX_CATCH_UP_SLOTS must be between 1 and 1000")
     if values["WORKER_SHUTDOWN_GRACE_SECONDS"] < 0:
         problems.append("WORKER_SHUTDOWN_GRACE_SECONDS must not be negative")
     # A delivery still waiting on its HTTP response must not be declared stale and re-sent.
