@@ -40,10 +40,13 @@ MODULES: tuple[Module, ...] = (
     Module("system", "app.system.routes"),
     Module("auth", "app.auth.routes"),
     Module("internal_users", "app.users.routes", requires="EXTERNAL_AUTH_BACKEND"),
+    Module("agents", "app.messaging.routes.agents"),
+    Module("messages", "app.messaging.routes.messages"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
-MODEL_MODULES = ("app.users.models", "app.scheduling.models")
+MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
+                 "app.auth.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
