@@ -1,0 +1,75 @@
+"""Internal user mirroring with a service client, against the real internal endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from cueline import Client, ConfigurationError
+from tests.client.conftest import require_routes
+from tests.helpers import SERVICE_TOKEN
+
+
+def test_upsert_creates_then_updates_and_sends_no_on_behalf_of(delegation_app, served):
+    server = served(delegation_app)
+    service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
+    user_id = uuid.uuid4()
+    created = service.internal_users.upsert(user_id, email="ann@example.com", slug="ann",
+                                            plan="pro", active_cue_limit=25)
+    assert created["created"] is True and created["id"] == str(user_id)
+    assert (created["plan"], created["active_cue_limit"]) == ("pro", 25)
+    # An as_user view still sends the service credential alone to internal endpoints.
+    updated = service.as_user(user_id).internal_users.upsert(
+        str(user_id), email="ann@example.com", slug="ann-2")
+    assert updated["created"] is False and updated["slug"] == "ann-2"
+    assert updated["active_cue_limit"] == 25  # omitted limits are kept
+    for exchange in server.wire.to("/v1/internal/users"):
+        assert exchange.headers["authorization"] == f"Bearer {SERVICE_TOKEN}"
+        assert "x-on-behalf-of" not in exchange.headers
+    # The mirrored user is now usable by delegation.
+    assert service.as_user(user_id).auth.me()["slug"] == "ann-2"
+
+
+def test_internal_endpoints_need_a_service_client(delegation_app, served):
+    server = served(delegation_app)
+    with pytest.raises(ConfigurationError, match="service credential"):
+        Client("cue_sk_" + "1" * 32, base_url=server.url).internal_users.upsert(
+            uuid.uuid4(), email="a@example.com", slug="a")
+    with pytest.raises(ConfigurationError, match="UUID"):
+        Client(SERVICE_TOKEN, base_url=server.url, service=True).internal_users.upsert(
+            "42", email="a@example.com", slug="a")
+    assert server.wire.exchanges == []
+
+
+def test_bulk_sync(delegation_app, served):
+    require_routes(delegation_app, ("PUT", "/v1/internal/users"))
+    server = served(delegation_app)
+    service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    service.internal_users.sync([{"id": i, "email": f"s{n}@example.com", "slug": f"s{n}"}
+                                 for n, i in enumerate(ids)])
+    assert service.as_user(ids[1]).auth.me()["email"] == "s1@example.com"
+    assert "x-on-behalf-of" not in server.wire.last.headers
+
+
+def test_deactivate(delegation_app, served):
+    require_routes(delegation_app, ("DELETE", "/v1/internal/users/<user_id>"))
+    server = served(delegation_app)
+    service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
+    user_id = uuid.uuid4()
+    service.internal_users.upsert(user_id, email="gone@example.com", slug="gone")
+    service.internal_users.deactivate(user_id)
+    with pytest.raises(Exception) as info:
+        service.as_user(user_id).auth.me()
+    assert getattr(info.value, "status", None) in (401, 403, 404)
+
+
+def test_audit(delegation_app, served):
+    require_routes(delegation_app, ("GET", "/v1/internal/audit"))
+    server = served(delegation_app)
+    service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
+    user_id = uuid.uuid4()
+    service.internal_users.upsert(user_id, email="aud@example.com", slug="aud")
+    assert isinstance(service.audit.list(limit=10), dict)
+    assert "x-on-behalf-of" not in server.wire.last.headers
