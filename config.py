@@ -80,6 +80,18 @@ class Config:
     WORKER_UNCLAIMED_TIMEOUT_SECONDS: int = 900
     WORKER_SHUTDOWN_GRACE_SECONDS: float = 10.0
 
+    # --- messaging: retention, push delivery, authorization ----------------------------------
+    MESSAGE_TTL_DAYS: int = 30
+    MESSAGE_EXPIRED_RETENTION_DAYS: int = 7
+    MESSAGE_RETENTION_INTERVAL_SECONDS: int = 3600
+    MESSAGE_DELIVERY_STALE_AFTER_SECONDS: int = 300
+    MAX_CONCURRENT_DELIVERIES_PER_USER: int = 50
+    AUTHORIZATION_BACKEND: str = ""
+    AUTHZ_HOOK_URL: str = ""
+    AUTHZ_HOOK_SECRET: str = ""
+    AUTHZ_HOOK_TIMEOUT_SECONDS: float = 5.0
+    AUTHZ_ALLOWLIST: str = ""
+
 
 def setting_types() -> dict[str, type]:
     """Return ``{name: type}`` for every declared setting."""
@@ -219,6 +231,7 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))
+    problems.extend(_messaging_problems(values))
     return problems
 
 
@@ -250,3 +263,24 @@ def _redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _messaging_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the messaging settings, including the authorization backend selection."""
+    problems: list[str] = []
+    for name in ("MESSAGE_TTL_DAYS", "MESSAGE_RETENTION_INTERVAL_SECONDS",
+                 "MAX_CONCURRENT_DELIVERIES_PER_USER"):
+        if values[name] < 1:
+            problems.append(f"{name} must be at least 1")
+    if values["MESSAGE_EXPIRED_RETENTION_DAYS"] < 0:
+        problems.append("MESSAGE_EXPIRED_RETENTION_DAYS must not be negative")
+    # A push still waiting on its HTTP response must not be declared stale and sent twice.
+    if values["MESSAGE_DELIVERY_STALE_AFTER_SECONDS"] <= values["WEBHOOK_TIMEOUT_SECONDS"]:
+        problems.append("MESSAGE_DELIVERY_STALE_AFTER_SECONDS must be longer than "
+                        "WEBHOOK_TIMEOUT_SECONDS, or in-flight pushes would be re-sent")
+    if not 0 < values["AUTHZ_HOOK_TIMEOUT_SECONDS"] <= 60:
+        problems.append("AUTHZ_HOOK_TIMEOUT_SECONDS must be greater than 0 and at most 60")
+    from app.messaging.authorization import configuration_problems
+
+    problems.extend(configuration_problems(values))
+    return problems

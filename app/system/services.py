@@ -48,8 +48,11 @@ def disabled_primitives(config) -> list[str]:
 def deployment_info() -> dict[str, Any]:
     """The body of ``GET /v1/info``: enabled auth paths and modules, never a secret."""
     config = current_app.config
+    from app.messaging.authorization import get_backend
+
     return {
         "version": config["VERSION"],
+        "authorization_backend": type(get_backend()).__name__,
         "authentication_paths": {
             "per_user_api_key": True,
             "session_token": bool(config["SESSION_SECRET"]),

@@ -1,0 +1,1 @@
+"""The messaging primitive: agents, messages, inbox polling, push delivery, authorization."""

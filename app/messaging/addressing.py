@@ -1,0 +1,89 @@
+"""Agent addresses (wire §1.4): the opaque ``agt_`` id or ``agent_slug@user_slug``.
+
+Every place that takes an agent reference (path ``{ref}``, ``to``, ``reply_to_agent``,
+``counterpart``, ``X-Cueapi-From-Agent``) goes through :func:`resolve_agent`, so the format rule
+and the ``400 invalid_agent_address`` / ``404 agent_not_found`` answers are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from app.errors import BadRequest, NotFound
+from app.extensions import db
+from app.messaging.models import Agent
+from app.users.models import User
+
+_ID = re.compile(r"^agt_[A-Za-z0-9]{12}$")
+_SLUG_PART = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """``prefix`` + 12 random characters from ``[a-z0-9]`` (agent and message ids)."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed reference: either ``agent_id`` or the (agent slug, user slug) pair."""
+
+    agent_id: str | None = None
+    agent_slug: str | None = None
+    user_slug: str | None = None
+
+
+def parse_address(ref: str) -> Address:
+    """Parse ``ref`` or raise ``400 invalid_agent_address`` saying which forms are accepted."""
+    ref = (ref or "").strip()
+    if _ID.match(ref):
+        return Address(agent_id=ref)
+    agent_slug, at, user_slug = ref.partition("@")
+    if at and _SLUG_PART.match(agent_slug) and _SLUG_PART.match(user_slug):
+        return Address(agent_slug=agent_slug, user_slug=user_slug)
+    raise BadRequest("invalid_agent_address",
+                     f"{ref[:80]!r} is not an agent address; use an agent id (agt_ followed by "
+                     "12 characters) or agent_slug@user_slug")
+
+
+def resolve_agent(ref: str, *, include_deleted: bool = False, what: str = "Agent") -> Agent:
+    """The agent ``ref`` names (any owner) or ``404 agent_not_found``.
+
+    A slug address names the live agent with that slug; with ``include_deleted`` and no live
+    agent, the most recently deleted one.
+    """
+    address = parse_address(ref)
+    if address.agent_id is not None:
+        agent = db.session.get(Agent, address.agent_id)
+        if agent is not None and (include_deleted or agent.deleted_at is None):
+            return agent
+    else:
+        query = (
+            select(Agent).join(User, User.id == Agent.user_id)
+            .where(User.slug == address.user_slug, Agent.slug == address.agent_slug)
+            .order_by(Agent.deleted_at.is_not(None), Agent.deleted_at.desc())
+        )
+        if not include_deleted:
+            query = query.where(Agent.deleted_at.is_(None))
+        agent = db.session.execute(query.limit(1)).scalar_one_or_none()
+        if agent is not None:
+            return agent
+    raise NotFound("agent_not_found", f"{what} {ref[:80]!r} not found")
+
+
+def resolve_owned_agent(user_id, ref: str, *, include_deleted: bool = False) -> Agent:
+    """Like :func:`resolve_agent`, but another user's agent is indistinguishable from none."""
+    agent = resolve_agent(ref, include_deleted=include_deleted)
+    if agent.user_id != user_id:
+        raise NotFound("agent_not_found", f"Agent {ref[:80]!r} not found")
+    return agent
+
+
+def agent_address(agent: Agent, user_slug: str) -> str:
+    """The slug form of an agent's address."""
+    return f"{agent.slug}@{user_slug}"

@@ -1,0 +1,2 @@
+"""HTTP surface of the messaging primitive: ``agents`` (/v1/agents…) and ``messages``
+(/v1/messages…), each a blueprint listed in ``app.MODULES``."""

@@ -1,0 +1,70 @@
+"""``/v1/messages``: send, fetch, mark read, acknowledge."""
+
+import hashlib
+
+from flask import g, request
+from flask.views import MethodView
+
+from app.api import Blueprint
+from app.auth import auth_required, current_identity
+from app.messaging import schemas
+from app.messaging.services import messages as message_services
+
+blp = Blueprint("messages", __name__, url_prefix="/v1/messages",
+                description="Messages between agents.")
+
+
+def _verify_echo_requested() -> bool:
+    return (request.headers.get("X-CueAPI-Verify-Echo") or "").strip().lower() == "true"
+
+
+@blp.route("")
+class Messages(MethodView):
+    @auth_required
+    @blp.arguments(schemas.MessageCreateSchema)
+    @blp.response(201, schemas.SentMessageSchema)
+    @blp.alt_response(200, schema=schemas.SentMessageSchema,
+                      description="Idempotent replay: the message first sent with this key")
+    def post(self, body):
+        """Send a message from one of your agents (X-Cueapi-From-Agent)."""
+        result = message_services.send_message(
+            current_identity.user, body,
+            from_ref=request.headers.get("X-Cueapi-From-Agent"),
+            idempotency_key=request.headers.get("Idempotency-Key"))
+        message = result.message
+        if _verify_echo_requested():
+            # Echo the exact string the server parsed, so the client can detect mangling.
+            raw = g.json_body["body"]
+            message.body_received = raw
+            message.body_received_sha256 = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        headers = {}
+        if result.created and result.downgraded:
+            headers["X-CueAPI-Priority-Downgraded"] = "true"
+        return message, 201 if result.created else 200, headers
+
+
+@blp.route("/<msg_id>")
+class MessageById(MethodView):
+    @auth_required
+    @blp.response(200, schemas.MessageSchema)
+    def get(self, msg_id):
+        """A message you sent or received."""
+        return message_services.get_message(current_identity.user_id, msg_id)
+
+
+@blp.route("/<msg_id>/read")
+class MessageRead(MethodView):
+    @auth_required
+    @blp.response(200, schemas.StateTransitionSchema)
+    def post(self, msg_id):
+        """Mark a received message read."""
+        return message_services.mark_read(current_identity.user_id, msg_id)
+
+
+@blp.route("/<msg_id>/ack")
+class MessageAck(MethodView):
+    @auth_required
+    @blp.response(200, schemas.StateTransitionSchema)
+    def post(self, msg_id):
+        """Acknowledge a received message (terminal)."""
+        return message_services.acknowledge(current_identity.user_id, msg_id)
