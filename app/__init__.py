@@ -40,8 +40,13 @@ MODULES: tuple[Module, ...] = (
     Module("system", "app.system.routes"),
     Module("auth", "app.auth.routes"),
     Module("internal_users", "app.users.routes", requires="EXTERNAL_AUTH_BACKEND"),
+    Module("internal_invites", "app.auth.invite_routes", requires="EXTERNAL_AUTH_BACKEND"),
     Module("agents", "app.messaging.routes.agents"),
     Module("messages", "app.messaging.routes.messages"),
+    Module("cues", "app.scheduling.routes.cues", disabled_by="DISABLE_CUE_PRIMITIVE"),
+    Module("executions", "app.scheduling.routes.executions", disabled_by="DISABLE_CUE_PRIMITIVE"),
+    Module("workers", "app.scheduling.routes.workers", disabled_by="DISABLE_CUE_PRIMITIVE"),
+    Module("usage", "app.quotas.routes"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.

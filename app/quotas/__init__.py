@@ -1,9 +1,16 @@
-"""Quota checks and usage counting, kept out of route bodies."""
+"""Quota checks and usage counting, kept out of route bodies.
+
+* :mod:`app.quotas.cues` — ``active_cue_limit`` and the monthly execution limit.
+* :mod:`app.quotas.routes` — ``GET /v1/usage`` (mounted even without the cue primitive).
+* :func:`usage_counts` — the counts of ``GET /v1/auth/me``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
 
 if TYPE_CHECKING:
     from app.users.models import User
@@ -20,7 +27,17 @@ class UsageCounts:
 def usage_counts(user: User) -> UsageCounts:
     """This month's counts for ``user``.
 
-    Cues and executions do not exist until the scheduling primitive is installed, so both
-    counts are zero here; the scheduling package replaces this with real queries.
+    ``active_cues`` counts cues in status ``active`` only (``paused`` ones count against the
+    quota but not here, as upstream does); ``executions_this_month`` is the monthly execution
+    counter (successful webhook deliveries this UTC month).
     """
-    return UsageCounts(active_cues=0, executions_this_month=0)
+    from app.db import utcnow
+    from app.extensions import db
+    from app.quotas.cues import executions_this_month
+    from app.scheduling.models import Cue
+
+    active = db.session.scalar(
+        select(func.count()).select_from(Cue)
+        .where(Cue.user_id == user.id, Cue.status == "active")) or 0
+    return UsageCounts(active_cues=active,
+                       executions_this_month=executions_this_month(user.id, utcnow()))

@@ -85,7 +85,8 @@ class Cue(db.Model):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     retry_max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     retry_backoff_minutes: Mapped[list[int]] = mapped_column(JSON, default=lambda: [1, 5, 15])
-    on_failure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    on_failure: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
+                                                             nullable=True)
     verification_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
     next_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -131,13 +132,15 @@ class Execution(db.Model):
     claimed_by_worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
+                                                          nullable=True)
     outcome_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
+                                                           nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    cue = relationship("Cue", back_populates="executions", lazy="joined")
+    cue = relationship("Cue", back_populates="executions")
 
     def __repr__(self) -> str:
         return f"<Execution {self.id} {self.status}>"
@@ -153,7 +156,7 @@ class Worker(db.Model):
     user_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
     worker_id: Mapped[str] = mapped_column(String(255))
-    handlers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    handlers: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -1,0 +1,288 @@
+"""Cue services: create, list, get, update, delete and fire (wire §7)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import utcnow, violated_columns
+from app.errors import BadRequest, Conflict
+from app.extensions import db
+from app.outbound.ssrf import validate_url
+from app.quotas.cues import check_cue_limit
+from app.scheduling import schedule as sched
+from app.scheduling.models import Cue, Execution, Worker
+from app.scheduling.services.lookup import get_cue
+from app.users.models import User
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1_048_576
+DEFAULT_RETRY = {"max_attempts": 3, "backoff_minutes": [1, 5, 15]}
+DEFAULT_ON_FAILURE = {"email": True, "webhook": None, "pause": False}
+NO_WORKER_WARNING = ("No worker has sent a heartbeat in the last {seconds} seconds; executions "
+                     "of this cue wait until a worker claims them")
+
+
+def _duplicate_name(name: str) -> Conflict:
+    return Conflict("duplicate_cue_name", f"You already have a cue named {name!r}")
+
+
+def _name_taken(user: User, name: str, exclude_id: str | None = None) -> bool:
+    query = select(Cue.id).where(Cue.user_id == user.id, Cue.name == name)
+    if exclude_id:
+        query = query.where(Cue.id != exclude_id)
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def _check_payload(payload: Any) -> dict:
+    """Validation steps 4–5: serialisable, no NUL, at most 1 MiB of UTF-8."""
+    if payload is None:
+        return {}
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise BadRequest("invalid_payload", "payload must be JSON-serialisable") from None
+    if "\x00" in text or "\\u0000" in text:
+        raise BadRequest("invalid_payload", "payload must not contain NUL characters")
+    size = len(text.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise BadRequest("invalid_payload_size",
+                         f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    return payload
+
+
+def _resolve_schedule(spec: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Validation steps 6–7: the stored schedule columns and the first ``next_run``."""
+    timezone = spec.get("timezone") or "UTC"
+    sched.zone(timezone)  # 422 invalid_timezone before any schedule problem
+    kind = spec.get("type")
+    if kind == "recurring":
+        cron = sched.check_cron(spec.get("cron"))
+        return {"schedule_type": kind, "schedule_cron": cron, "schedule_at": None,
+                "schedule_timezone": timezone,
+                "next_run": sched.next_cron_time(cron, timezone, now)}
+    if kind == "once":
+        at = spec.get("at")
+        if at is None:
+            raise BadRequest("invalid_schedule", "schedule.at is required for once cues")
+        at = sched.as_utc(at)
+        if at <= now:
+            raise BadRequest("invalid_schedule", "schedule.at must be in the future")
+        return {"schedule_type": kind, "schedule_cron": None, "schedule_at": at,
+                "schedule_timezone": timezone, "next_run": at}
+    raise BadRequest("invalid_schedule",
+                     f"schedule.type must be 'recurring' or 'once', not {kind!r}")
+
+
+def _on_failure(value: dict | None) -> dict:
+    """Step 8: merged ``on_failure`` with its webhook SSRF-checked."""
+    merged = {**DEFAULT_ON_FAILURE, **(value or {})}
+    if merged.get("webhook"):
+        merged["webhook"] = validate_url(merged["webhook"], field="on_failure.webhook")
+    else:
+        merged["webhook"] = None
+    return merged
+
+
+def _retry(value: dict | None) -> tuple[int, list[int]]:
+    merged = {**DEFAULT_RETRY, **(value or {})}
+    return merged["max_attempts"], list(merged["backoff_minutes"])
+
+
+def live_worker_exists(user: User, now: datetime) -> bool:
+    """True when one of the user's workers sent a heartbeat within the heartbeat timeout."""
+    cutoff = now - timedelta(seconds=current_app.config["WORKER_HEARTBEAT_TIMEOUT_SECONDS"])
+    return db.session.scalar(
+        select(Worker.id).where(Worker.user_id == user.id, Worker.last_heartbeat >= cutoff)
+        .limit(1)) is not None
+
+
+def create_cue(user: User, data: dict[str, Any], now: datetime | None = None
+               ) -> tuple[Cue, str | None]:
+    """Create a cue for ``user`` from a validated ``CueCreate`` body.
+
+    Checks run in the wire order of §7.2 (name clash, quota, callback URL, payload, size,
+    time zone, schedule, failure webhook) so the first problem a client sees is the one the
+    protocol promises.  Returns the cue and the "no live worker" warning (worker cues only).
+    Raises 409 ``duplicate_cue_name`` (also when a concurrent request wins the unique key),
+    403 ``cue_limit_exceeded``, 400 ``invalid_callback_url`` / ``invalid_payload`` /
+    ``invalid_payload_size`` / ``invalid_schedule``, 422 ``invalid_timezone``.
+    """
+    now = now or utcnow()
+    name = data["name"]
+    if _name_taken(user, name):
+        raise _duplicate_name(name)
+    check_cue_limit(user)
+    transport = data.get("transport") or "webhook"
+    callback = data.get("callback") or {}
+    warning = None
+    url = None
+    if transport == "webhook":
+        url = validate_url(callback.get("url"), field="callback.url")
+    else:
+        url = callback.get("url") or None  # never called for worker cues, so not SSRF-checked
+        if not live_worker_exists(user, now):
+            warning = NO_WORKER_WARNING.format(
+                seconds=current_app.config["WORKER_HEARTBEAT_TIMEOUT_SECONDS"])
+    payload = _check_payload(data.get("payload"))
+    schedule = _resolve_schedule(data["schedule"], now)
+    on_failure = _on_failure(data.get("on_failure"))
+    max_attempts, backoff = _retry(data.get("retry"))
+    verification = (data.get("verification") or {}).get("mode")
+
+    cue = Cue(user_id=user.id, name=name, description=data.get("description"),
+              status="active", transport=transport, callback_url=url,
+              callback_method=callback.get("method") or "POST",
+              callback_headers=callback.get("headers") or {}, payload=payload,
+              retry_max_attempts=max_attempts, retry_backoff_minutes=backoff,
+              on_failure=on_failure, verification_mode=verification, run_count=0,
+              fired_count=0, created_at=now, updated_at=now, **schedule)
+    db.session.add(cue)
+    _commit_or_duplicate(name)
+    return cue, warning
+
+
+def _commit_or_duplicate(name: str) -> None:
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if {"cues.user_id", "cues.name"} & violated_columns(exc):
+            raise _duplicate_name(name) from None
+        raise
+
+
+def list_cues(user: User, status: str | None, limit: int, offset: int
+              ) -> tuple[list[Cue], int]:
+    """The user's cues, newest first, optionally of one ``status``; and the filtered total."""
+    query = select(Cue).where(Cue.user_id == user.id)
+    if status is not None:
+        query = query.where(Cue.status == status)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(
+        query.order_by(Cue.created_at.desc(), Cue.id.desc()).limit(limit).offset(offset)).all()
+    return list(rows), total or 0
+
+
+def cue_detail(user: User, cue_id: str, limit: int, offset: int
+               ) -> tuple[Cue, list[Execution], int]:
+    """The cue, one page of its executions (newest first) and their total."""
+    cue = get_cue(user, cue_id)
+    base = select(Execution).where(Execution.cue_id == cue.id)
+    total = db.session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    executions = db.session.scalars(
+        base.order_by(Execution.created_at.desc(), Execution.scheduled_for.desc())
+        .limit(limit).offset(offset)).all()
+    return cue, list(executions), total
+
+
+def update_cue(user: User, cue_id: str, data: dict[str, Any], now: datetime | None = None
+               ) -> Cue:
+    """Apply a validated ``CueUpdate`` body (wire §7.5).
+
+    Only given fields change, in the order name/description → callback → payload → retry →
+    verification → on_failure → schedule → status.  ``callback`` always overwrites ``method``
+    and ``headers`` (to ``POST`` / ``{}`` when omitted), as the SDK relies on.  Renaming onto an
+    existing name is 409 ``duplicate_cue_name`` (also under a race, via the unique key).
+    """
+    now = now or utcnow()
+    cue = get_cue(user, cue_id, for_update=True)
+    if "name" in data and data["name"] != cue.name:
+        if _name_taken(user, data["name"], exclude_id=cue.id):
+            raise _duplicate_name(data["name"])
+        cue.name = data["name"]
+    if "description" in data:
+        cue.description = data["description"]
+    if "callback" in data:
+        callback = data["callback"] or {}
+        if callback.get("url") is not None:
+            if cue.transport == "webhook":
+                cue.callback_url = validate_url(callback["url"], field="callback.url")
+            else:
+                cue.callback_url = callback["url"] or None
+        cue.callback_method = callback.get("method") or "POST"
+        cue.callback_headers = callback.get("headers") or {}
+    if "payload" in data:
+        cue.payload = _check_payload(data["payload"])
+    if "retry" in data:
+        cue.retry_max_attempts, cue.retry_backoff_minutes = _retry(data["retry"])
+    if "verification" in data:
+        cue.verification_mode = (data["verification"] or {}).get("mode")
+    if "on_failure" in data:
+        cue.on_failure = _on_failure(data["on_failure"])
+    if "schedule" in data:
+        resolved = _resolve_schedule(data["schedule"], now)
+        for key, value in resolved.items():
+            setattr(cue, key, value)
+        if cue.status != "active":
+            cue.next_run = None
+    if "status" in data:
+        _set_status(cue, data["status"], now)
+    cue.updated_at = now
+    _commit_or_duplicate(cue.name)
+    return cue
+
+
+def _set_status(cue: Cue, status: str, now: datetime) -> None:
+    cue.status = status
+    if status == "paused":
+        cue.next_run = None
+    elif cue.schedule_type == "recurring":
+        cue.next_run = sched.next_cron_time(cue.schedule_cron, cue.schedule_timezone, now)
+    else:
+        # A resumed once cue fires at its stored time, even if that has passed (next tick).
+        cue.next_run = cue.schedule_at
+
+
+def delete_cue(user: User, cue_id: str) -> None:
+    """Hard-delete the cue; its executions go with it (ON DELETE CASCADE)."""
+    cue = get_cue(user, cue_id)
+    db.session.delete(cue)
+    db.session.commit()
+
+
+def fire_cue(user: User, cue_id: str, send_at: datetime | None, now: datetime | None = None
+             ) -> Execution:
+    """Create a ``manual_fire`` execution now, or at a future ``send_at`` (naive = UTC).
+
+    Works whatever the cue's status or schedule; does not touch ``fired_count`` and is not
+    subject to the monthly execution limit.  A future ``send_at`` holds the execution: webhook
+    delivery and worker claiming both wait for ``scheduled_for``.
+    """
+    now = now or utcnow()
+    cue = get_cue(user, cue_id)
+    when = now
+    if send_at is not None and sched.as_utc(send_at) > now:
+        when = sched.as_utc(send_at)
+    execution = new_execution(cue, when, "manual_fire", now)
+    return execution
+
+
+def new_execution(cue: Cue, when: datetime, trigger: str, now: datetime,
+                  replayed_from=None) -> Execution:
+    """Insert a pending execution of ``cue`` at ``when`` and commit.
+
+    Two manual executions of one cue in the same microsecond would collide on the
+    ``(cue_id, scheduled_for)`` key; the second is nudged by a microsecond instead of failing.
+    """
+    for attempt in range(5):
+        execution = Execution(cue_id=cue.id, scheduled_for=when + timedelta(microseconds=attempt),
+                              status="pending", triggered_by=trigger,
+                              replayed_from=replayed_from, attempts=0, created_at=now,
+                              updated_at=now)
+        db.session.add(execution)
+        try:
+            db.session.commit()
+            return execution
+        except IntegrityError as exc:
+            db.session.rollback()
+            if "executions.scheduled_for" not in violated_columns(exc):
+                raise
+    raise Conflict("execution_conflict", "Could not create the execution; retry the request")
