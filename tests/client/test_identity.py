@@ -139,3 +139,40 @@ def test_system_endpoints_send_no_credentials(app, served):
     assert "authentication_paths" in info
     for exchange in server.wire.exchanges:
         assert "authorization" not in exchange.headers
+
+
+def test_key_regeneration_and_reveal(app, served):
+    from tests.client.conftest import require_routes
+
+    require_routes(app, ("POST", "/v1/auth/key/regenerate"), ("GET", "/v1/auth/key"))
+    server = served(app)
+    key, email = _register(server.url)
+    old = Client(key, base_url=server.url)
+    fresh = old.auth.regenerate_key()
+    assert fresh["api_key"].startswith("cue_sk_") and fresh["api_key"] != key
+    assert server.wire.last.headers["x-confirm-destructive"] == "true"
+    with pytest.raises(AuthenticationError):
+        old.auth.me()
+    new = Client(fresh["api_key"], base_url=server.url)
+    assert new.auth.me()["email"] == email
+    revealed = new.auth.get_key()
+    assert revealed.get("api_key") in (fresh["api_key"], None)
+
+
+def test_user_webhook_secret_and_session_refresh(app, served):
+    from tests.client.conftest import require_routes
+
+    require_routes(app, ("GET", "/v1/auth/webhook-secret"),
+                   ("POST", "/v1/auth/webhook-secret/regenerate"),
+                   ("POST", "/v1/auth/session/refresh"))
+    server = served(app)
+    key, email = _register(server.url)
+    client = Client(key, base_url=server.url)
+    secret = client.auth.get_webhook_secret()["webhook_secret"]
+    regenerated = client.auth.regenerate_webhook_secret()["webhook_secret"]
+    assert secret.startswith("whsec_") and regenerated.startswith("whsec_")
+    assert regenerated != secret
+    session = client.auth.refresh_session()
+    assert session["email"] == email
+    assert Client(session["session_token"], base_url=server.url).auth.me()["auth_path"] == \
+        "session"
