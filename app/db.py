@@ -19,9 +19,17 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 
 
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+#: The clock every service reads through :func:`utcnow`; tests replace it to travel in time.
+clock = _system_clock
+
+
 def utcnow() -> datetime:
     """Timezone-aware now in UTC (the only clock the services read)."""
-    return datetime.now(UTC)
+    return clock()
 
 
 class UTCDateTime(TypeDecorator):

@@ -99,10 +99,14 @@ def _api_key_user(token: str) -> Identity:
     """Path 1: a ``cue_sk_`` key, looked up by its hash."""
     from app.users.models import User
 
-    user = db.session.execute(
-        select(User).where(User.api_key_hash == hash_secret(token))
-    ).scalar_one_or_none()
+    from app.auth.services import rotated_key_notice
+
+    key_hash = hash_secret(token)
+    user = db.session.execute(select(User).where(User.api_key_hash == key_hash)).scalar_one_or_none()
     if user is None:
+        if rotated_key_notice(key_hash):
+            raise Unauthorized("key_rotated",
+                               "This API key was replaced by a new one; use the new key")
         raise Unauthorized("invalid_api_key", "Invalid or missing API key")
     return Identity(path=AuthPath.API_KEY, user=user)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
 from app.db import insert_if_absent, utcnow, violated_columns
-from app.errors import Conflict, NotFound
+from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.users.models import (
     DEFAULT_ACTIVE_CUE_LIMIT,
@@ -70,10 +71,13 @@ class NewUser:
     api_key: str
 
 
-def register_user(email: str) -> NewUser:
+def register_user(email: str,
+                  in_transaction: Callable[[User], None] | None = None) -> NewUser:
     """Create a user with default limits, a fresh API key and webhook secret.
 
-    Raises ``Conflict('duplicate_email')`` when the address is taken (also under a race, via the
+    ``in_transaction(user)`` runs after the user is added and before the commit, in the same
+    transaction (e.g. consuming an invite): if it raises, nothing is written.  Raises
+    ``Conflict('duplicate_email')`` when the address is taken (also under a race, via the
     unique constraint).
     """
     email = normalize_email(email)
@@ -88,8 +92,14 @@ def register_user(email: str) -> NewUser:
         )
         db.session.add(user)
         try:
+            if in_transaction is not None:
+                db.session.flush()
+                in_transaction(user)
             db.session.commit()
             return NewUser(user=user, api_key=api_key)
+        except AppError:
+            db.session.rollback()
+            raise
         except IntegrityError as exc:
             db.session.rollback()
             if "users.email" in violated_columns(exc):
