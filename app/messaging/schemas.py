@@ -103,7 +103,7 @@ class RosterSchema(ma.Schema):
     agents = fields.List(fields.Nested(RosterEntrySchema), required=True)
 
 
-class WebhookSecretSchema(ma.Schema):
+class AgentWebhookSecretSchema(ma.Schema):
     webhook_secret = fields.String(required=True)
 
 

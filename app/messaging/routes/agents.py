@@ -79,7 +79,7 @@ class AgentByRef(MethodView):
 @blp.route("/<ref>/webhook-secret")
 class AgentWebhookSecret(MethodView):
     @auth_required
-    @blp.response(200, schemas.WebhookSecretSchema)
+    @blp.response(200, schemas.AgentWebhookSecretSchema)
     def get(self, ref):
         """The secret that signs pushes to this agent."""
         return {"webhook_secret": agent_services.get_webhook_secret(current_identity.user_id,
@@ -89,7 +89,7 @@ class AgentWebhookSecret(MethodView):
 @blp.route("/<ref>/webhook-secret/regenerate")
 class AgentWebhookSecretRegenerate(MethodView):
     @auth_required
-    @blp.response(200, schemas.WebhookSecretSchema)
+    @blp.response(200, schemas.AgentWebhookSecretSchema)
     def post(self, ref):
         """Replace the push signing secret (needs X-Confirm-Destructive: true)."""
         confirmed = request.headers.get("X-Confirm-Destructive") == "true"

@@ -159,15 +159,19 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         # Push is decided at send time: a recipient with a webhook gets a delivery job.
         next_attempt_at=(send_at or now) if recipient.webhook_url else None,
     )
-    db.session.add(message)
-    if key is not None:
-        db.session.add(MessageIdempotencyKey(user_id=user.id, key=key, message_id=message_id,
-                                             fingerprint=digest, created_at=now))
-    # Presence, not an edit of the agent: keep updated_at as it is.
-    db.session.execute(update(Agent).where(Agent.id == sender.id)
-                       .values(last_seen_at=now, updated_at=Agent.updated_at))
-    quotas.count_message(user.id, now)
     try:
+        db.session.add(message)
+        if key is not None:
+            db.session.add(MessageIdempotencyKey(user_id=user.id, key=key,
+                                                 message_id=message_id, fingerprint=digest,
+                                                 created_at=now))
+        # Flush first: a concurrent send holding the same key fails here, before any other
+        # write of this transaction.
+        db.session.flush()
+        # Presence, not an edit of the agent: keep updated_at as it is.
+        db.session.execute(update(Agent).where(Agent.id == sender.id)
+                           .values(last_seen_at=now, updated_at=Agent.updated_at))
+        quotas.count_message(user.id, now)
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
