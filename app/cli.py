@@ -138,8 +138,37 @@ def invites_revoke(invite_id):
     click.echo(f"Revoked {invite_id}.")
 
 
+@click.group("worker", help="The background worker: scheduler, deliveries, sweeps.")
+def worker_group():
+    pass
+
+
+@worker_group.command("run")
+@click.option("--once", is_flag=True, help="Run every enabled job once, wait for deliveries, "
+              "and exit (for cron-style deployments and smoke tests).")
+def worker_run(once: bool):
+    """Run the background jobs until SIGTERM/SIGINT (graceful: nothing is left claimed)."""
+    import logging
+
+    from flask import current_app
+
+    from app.worker.loop import Worker
+
+    app = current_app._get_current_object()
+    logging.basicConfig(level=app.config["LOG_LEVEL"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(app)
+    if once:
+        worker.run_once()
+        worker.shutdown()
+        return
+    worker.install_signal_handlers()
+    worker.run()
+
+
 def register_cli(app: Flask) -> None:
     """Attach the CLI groups to ``app``."""
+    app.cli.add_command(worker_group)
     app.cli.add_command(config_group)
     app.cli.add_command(users_group)
     app.cli.add_command(invites_group)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import key_headers, register
 
-PUBLIC_URL = "https://93.184.216.34/hook"  # an IP literal: no DNS needed, not a blocked range
+PUBLIC_URL = "https://192.0.2.10/hook"  # TEST-NET-1 literal: no DNS, not blocked, never routed
 
 
 def cue_body(**overrides) -> dict:
