@@ -96,7 +96,7 @@ class Cue(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     executions = relationship("Execution", back_populates="cue", cascade="all, delete-orphan",
-                              passive_deletes=True, lazy="noload")
+                              passive_deletes=True)
 
     def __repr__(self) -> str:
         return f"<Cue {self.id} {self.status}>"
