@@ -1,0 +1,1 @@
+"""Integrator example: a Flask app whose users act in Cueline through delegation."""
