@@ -92,6 +92,10 @@ class Config:
     AUTHZ_HOOK_TIMEOUT_SECONDS: float = 5.0
     AUTHZ_ALLOWLIST: str = ""
 
+    # --- e-mail (device-code login links) ---------------------------------------------------
+    SMTP_URL: str = ""  # empty = log messages instead of sending them (development)
+    MAIL_FROM: str = ""
+
 
 def setting_types() -> dict[str, type]:
     """Return ``{name: type}`` for every declared setting."""
@@ -232,6 +236,7 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))
     problems.extend(_messaging_problems(values))
+    problems.extend(_mail_problems(values))
     return problems
 
 
@@ -283,4 +288,23 @@ def _messaging_problems(values: Mapping[str, Any]) -> list[str]:
     from app.messaging.authorization import configuration_problems
 
     problems.extend(configuration_problems(values))
+    return problems
+
+
+def _mail_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the SMTP settings (the password in SMTP_URL is never echoed)."""
+    url = values["SMTP_URL"]
+    if not url:
+        return []
+    from app.mail import parse_smtp_url
+
+    problems: list[str] = []
+    try:
+        parse_smtp_url(url)
+    except ValueError as exc:
+        problems.append(f"SMTP_URL {exc} (expected smtp://user:password@host:port or "
+                        "smtps://user:password@host:port)")
+    if "@" not in values["MAIL_FROM"]:
+        problems.append("MAIL_FROM must be set to a sender address (e.g. "
+                        "'Cueline <noreply@example.com>') when SMTP_URL is set")
     return problems

@@ -47,11 +47,13 @@ MODULES: tuple[Module, ...] = (
     Module("executions", "app.scheduling.routes.executions", disabled_by="DISABLE_CUE_PRIMITIVE"),
     Module("workers", "app.scheduling.routes.workers", disabled_by="DISABLE_CUE_PRIMITIVE"),
     Module("usage", "app.quotas.routes"),
+    Module("device_code", "app.auth.device.routes", disabled_by="DISABLE_DEVICE_CODE"),
+    Module("sessions", "app.auth.sessions"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
-                 "app.auth.models")
+                 "app.auth.models", "app.auth.device.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
