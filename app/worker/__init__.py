@@ -53,4 +53,8 @@ JOBS: tuple[Job, ...] = (
         disabled_by="DISABLE_CUE_PRIMITIVE"),
     Job("execution_sweeps", "app.scheduling.jobs:sweep_executions", interval=5.0,
         disabled_by="DISABLE_CUE_PRIMITIVE"),
+    Job("message_push", "app.messaging.jobs:deliver_pushes"),
+    Job("message_push_recovery", "app.messaging.jobs:recover_stale_pushes", interval=5.0),
+    Job("message_retention", "app.messaging.jobs:run_retention",
+        interval="MESSAGE_RETENTION_INTERVAL_SECONDS"),
 )
