@@ -9,7 +9,9 @@ WEB_WORKERS ?= 2
 
 export FLASK_APP := wsgi
 
-.PHONY: run test install lint clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install system-deps lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +26,22 @@ run: $(STAMP)
 	mkdir -p instance
 	$(BIN)/flask db upgrade
 	exec $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
-		--access-logfile - wsgi:app
+		wsgi:app
+
+## System packages the suite needs (Debian archive): PostgreSQL server binaries and Redis.
+## The tests start their own throwaway servers on loopback ports; nothing is left running.
+system-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "Installing PostgreSQL server binaries"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql-15; }
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "Installing redis-server"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster.
-test: $(STAMP)
-	CUELINE_TEST_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: system-deps $(STAMP)
+	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff

@@ -57,6 +57,9 @@ MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.mod
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
+#: Response headers browsers may read (wire protocol §1.7).
+EXPOSED_HEADERS = ["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                   "X-RateLimit-Reset", "Retry-After", "X-CueAPI-Usage-Warning"]
 
 
 def security_for(config: Mapping[str, Any]) -> tuple[dict[str, dict], list[dict]]:
@@ -177,3 +180,14 @@ def _install_request_hooks(app: Flask) -> None:
     def _stamp_request_id(response):
         response.headers["X-Request-Id"] = g.get("request_id") or str(uuid.uuid4())
         return response
+
+    # CORS as the wire protocol specifies: any origin, credentials allowed, our headers exposed.
+    from flask_cors import CORS
+
+    CORS(app, origins="*", supports_credentials=True, allow_headers="*",
+         methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+         expose_headers=EXPOSED_HEADERS)
+
+    from app.logs import configure_logging
+
+    configure_logging(app)

@@ -57,6 +57,7 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":
         return {
+            "hide_parameters": True,  # SQL parameters (secrets) never reach error messages
             "pool_pre_ping": True,
             "pool_size": config["DB_POOL_SIZE"],
             "max_overflow": config["DB_MAX_OVERFLOW"],
@@ -64,7 +65,8 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
             "connect_args": {"connect_timeout": config["DB_CONNECT_TIMEOUT_SECONDS"]},
         }
     # SQLite: one file shared by web and worker processes; wait for locks instead of failing.
-    return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"hide_parameters": True,
+            "connect_args": {"timeout": 30, "check_same_thread": False}}
 
 
 @event.listens_for(Engine, "connect")

@@ -73,8 +73,8 @@ def build_limiter(app: Flask) -> Limiter:
     limiter = Limiter(
         key_func=_bucket,
         app=app,
-        default_limits=[_default_limit],
-        default_limits_exempt_when=_exempt,
+        application_limits=[_default_limit],
+        application_limits_exempt_when=_exempt,
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
         strategy="moving-window",
         headers_enabled=True,

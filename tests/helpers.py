@@ -6,7 +6,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app.auth.tokens import issue_session_token
 
@@ -57,11 +57,19 @@ def error_of(response) -> dict:
     return error
 
 
+class QuietHandler(WSGIRequestHandler):
+    """No access log: the app's own request log is the one under test."""
+
+    def log_request(self, *args, **kwargs):
+        pass
+
+
 class LiveServer:
     """A WSGI app served on 127.0.0.1 in a background thread (real HTTP for real clients)."""
 
     def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True,
+                                  request_handler=QuietHandler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
