@@ -154,3 +154,74 @@ def test_unreachable_server_is_a_connection_error():
     with pytest.raises(APIConnectionError) as info:
         client.auth.me()
     assert "cue_sk_" not in str(info.value)
+
+
+def test_real_rate_limit_from_the_server(make_app, served):
+    server = served(make_app(RATELIMIT_ENABLED=True, RATE_LIMIT_ANONYMOUS_PER_MINUTE=2))
+    sleeps: list[float] = []
+    client = _no_sleep(Client("not-a-key", base_url=server.url, max_retries=1),
+                       sleeps)
+    for _ in range(2):
+        with pytest.raises(cueline.AuthenticationError):
+            client.auth.me()
+    with pytest.raises(RateLimitError) as info:
+        client.auth.me()
+    limited = server.wire.to("/v1/auth/me")[2:]
+    assert [e.status for e in limited] == [429, 429]  # one retry after Retry-After
+    assert sleeps == [info.value.retry_after] and info.value.retry_after > 0
+    assert info.value.request_id == limited[-1].response_headers["x-request-id"]
+
+    impatient = _no_sleep(Client("not-a-key", base_url=server.url,
+                                 max_retry_wait=info.value.retry_after - 1), sleeps)
+    with pytest.raises(RateLimitError):
+        impatient.auth.me()
+    assert len(sleeps) == 1 and len(server.wire.to("/v1/auth/me")) == 5
+
+
+class _TamperEcho:
+    """Middleware changing the server's ``body_received`` echo (a mangling hop)."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        import json
+
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+
+        body = b"".join(self.wsgi_app(environ, capture))
+        if environ["PATH_INFO"] == "/v1/messages" and body:
+            data = json.loads(body)
+            if "body_received" in data:
+                data["body_received"] += " (mangled)"
+                body = json.dumps(data).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+
+def test_body_echo_mismatch_raises(app, served):
+    app.wsgi_app = _TamperEcho(app.wsgi_app)
+    server = served(app)
+    key = cueline.register("echo@example.com", base_url=server.url)["api_key"]
+    client = Client(key, base_url=server.url)
+    sender, recipient = client.agents.create("Sender"), client.agents.create("Recipient")
+    with pytest.raises(cueline.BodyVerifyMismatchError) as info:
+        client.messages.send(sender["id"], recipient["id"], "exact text")
+    assert info.value.sent == "exact text" and info.value.received.endswith("(mangled)")
+    # verify=False accepts whatever came back.
+    sent = client.messages.send(sender["id"], recipient["id"], "exact text", verify=False)
+    assert sent["body"] == "exact text"
+
+
+def test_the_sdk_imports_without_flask():
+    import subprocess
+    import sys
+
+    code = ("import sys, cueline, cueline.webhooks; "
+            "assert not any(m == 'flask' or m.startswith(('flask.', 'app.')) "
+            "for m in sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
