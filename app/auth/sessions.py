@@ -8,7 +8,7 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity, public
-from app.auth.device import services
+from app.auth.device import sessions
 from app.auth.device.schemas import SessionExchangeSchema, SessionTokenSchema
 
 blp = Blueprint("sessions", __name__, url_prefix="/v1/auth/session",
@@ -22,7 +22,7 @@ class Session(MethodView):
     @blp.response(200, SessionTokenSchema)
     def post(self, body):
         """Exchange the one-time token of an approved device-code login for a 24 h session JWT."""
-        return services.exchange_session_token(body["token"],
+        return sessions.exchange_session_token(body["token"],
                                                secret=current_app.config["SESSION_SECRET"])
 
 
@@ -32,5 +32,5 @@ class SessionRefresh(MethodView):
     @blp.response(200, SessionTokenSchema)
     def post(self):
         """A fresh 24 h session JWT for the caller (any credential)."""
-        return services.refresh_session(current_identity.user,
+        return sessions.refresh_session(current_identity.user,
                                         secret=current_app.config["SESSION_SECRET"])

@@ -1,8 +1,7 @@
-"""Business rules of device-code login (wire protocol §5) and of the session exchange (§4.6–4.7).
+"""Business rules of device-code login (wire protocol §5); the session exchange is in ``sessions``.
 
 Every state change is a conditional ``UPDATE … WHERE status = <expected>``, so two concurrent
-requests can never both approve a code, both claim its key, or both spend a session token: the
-loser sees zero rows changed.  Tokens are 32 random bytes in hex, stored only as SHA-256 hashes.
+requests can never both approve a code or both claim its key: the loser sees zero rows changed.  Tokens are 32 random bytes in hex, stored only as SHA-256 hashes.
 Each function takes ``now`` (default: :func:`app.db.utcnow`) so expiry is testable.
 """
 
@@ -29,10 +28,8 @@ from app.auth.device.models import (
     DeviceCode,
 )
 from app.auth.tokens import (
-    SessionError,
     generate_api_key,
     hash_secret,
-    issue_session_token,
     key_prefix,
     secrets_equal,
 )
@@ -44,7 +41,6 @@ from app.errors import (
     Forbidden,
     NotFound,
     ServiceUnavailable,
-    Unauthorized,
 )
 from app.extensions import db
 from app.mail import MailError, send_mail
@@ -319,49 +315,3 @@ def poll_device_code(code: str, *, secret: str, now: datetime | None = None) -> 
             body["existing_user"] = True
     db.session.commit()
     return body
-
-
-def exchange_session_token(token: str, *, secret: str,
-                           now: datetime | None = None) -> dict[str, str]:
-    """Spend a one-time session token from an approved device code on a 24 h session JWT.
-
-    ``503 session_unavailable`` without ``SESSION_SECRET`` (the token is not spent);
-    ``401 invalid_token`` for an unknown, spent or expired token; ``401 user_not_found`` when
-    the user was deleted.
-    """
-    now = now or utcnow()
-    if not secret:
-        raise ServiceUnavailable("session_unavailable",
-                                 "Sessions are not configured on this server (SESSION_SECRET)")
-    token_hash = hash_secret(token)
-    row = db.session.execute(
-        select(DeviceCode).where(DeviceCode.session_token_hash == token_hash,
-                                 DeviceCode.status.in_((APPROVED, CLAIMED)))
-    ).scalar_one_or_none()
-    invalid = Unauthorized("invalid_token", "Invalid, expired or already used session token")
-    if row is None:
-        raise invalid
-    expired = row.session_expires_at is None or row.session_expires_at <= now
-    spent = db.session.execute(
-        update(DeviceCode)
-        .where(DeviceCode.id == row.id, DeviceCode.session_token_hash == token_hash)
-        .values(session_token_hash=None, session_expires_at=None)
-    ).rowcount == 1
-    user_id = row.user_id
-    db.session.commit()
-    if expired or not spent:
-        raise invalid
-    user = db.session.get(User, user_id) if user_id else None
-    if user is None:
-        raise Unauthorized("user_not_found", "The account for this login no longer exists")
-    return {"session_token": issue_session_token(str(user.id), user.email, secret, now),
-            "email": user.email}
-
-
-def refresh_session(user: User, *, secret: str, now: datetime | None = None) -> dict[str, str]:
-    """A new 24 h session JWT for ``user``; ``503 session_unavailable`` without a secret."""
-    try:
-        token = issue_session_token(str(user.id), user.email, secret, now or utcnow())
-    except SessionError as exc:
-        raise ServiceUnavailable(exc.code, exc.message) from None
-    return {"session_token": token, "email": user.email}
