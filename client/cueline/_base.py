@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any
 
 import httpx
 
@@ -54,14 +55,14 @@ class Call:
 
     method: str
     path: str
-    params: Optional[Dict[str, Any]] = None
+    params: dict[str, Any] | None = None
     json: Any = _NO_BODY
-    headers: Dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     auth: str = USER
     #: ``transform(response, data)`` → the value returned to the caller.
-    transform: Optional[Callable[[httpx.Response, Any], Any]] = None
+    transform: Callable[[httpx.Response, Any], Any] | None = None
     #: Extra 2xx/3xx statuses handed to ``transform`` instead of raising (e.g. 304).
-    accept: Tuple[int, ...] = ()
+    accept: tuple[int, ...] = ()
 
     def retryable(self) -> bool:
         """Whether repeating this call cannot do the work twice."""
@@ -81,11 +82,11 @@ def validate_user_id(value: Any, what: str = "user id") -> str:
         raise ConfigurationError(f"{what} must be a UUID, got {value!r}") from None
 
 
-def clean_params(params: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+def clean_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Drop ``None`` values and render booleans/datetimes the way the server parses them."""
     if not params:
         return None
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in params.items():
         if value is None:
             continue
@@ -99,7 +100,7 @@ def clean_params(params: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]
     return out or None
 
 
-def compact(**fields: Any) -> Dict[str, Any]:
+def compact(**fields: Any) -> dict[str, Any]:
     """A JSON body of the fields that were given (``None`` means "not sent")."""
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
             for k, v in fields.items() if v is not None}
@@ -110,8 +111,8 @@ class _Settings:
 
     def __init__(self, *, api_key: str, base_url: str, timeout: float, service: bool,
                  service_header: str, max_retries: int, retry_statuses: Iterable[int],
-                 max_retry_wait: float, backoff: float, headers: Optional[Mapping[str, str]],
-                 user_agent: Optional[str]):
+                 max_retry_wait: float, backoff: float, headers: Mapping[str, str] | None,
+                 user_agent: str | None):
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigurationError("api_key must be a non-empty string")
         if any(c in api_key for c in "\r\n"):
@@ -143,7 +144,7 @@ class BaseClient:
     """State and request preparation common to :class:`Client` and :class:`AsyncClient`."""
 
     _settings: _Settings
-    _act_as: Optional[str]
+    _act_as: str | None
 
     def _init_settings(self, api_key, base_url, timeout, act_as_user_id, service,
                        service_header, max_retries, retry_statuses, max_retry_wait, backoff,
@@ -163,7 +164,7 @@ class BaseClient:
         return self._settings.base_url
 
     @property
-    def act_as_user_id(self) -> Optional[str]:
+    def act_as_user_id(self) -> str | None:
         """The user this client acts for (delegation), or None."""
         return self._act_as
 
@@ -173,7 +174,7 @@ class BaseClient:
         return self._settings.service
 
     # -- request preparation ------------------------------------------------------------------
-    def _credential_headers(self, auth: str) -> Dict[str, str]:
+    def _credential_headers(self, auth: str) -> dict[str, str]:
         s = self._settings
         if auth == NONE:
             return {}
@@ -208,8 +209,8 @@ class BaseClient:
                                   params=clean_params(call.params), headers=headers,
                                   content=content, timeout=s.timeout)
 
-    def _retry_delay(self, call: Call, response: Optional[httpx.Response],
-                     attempt: int) -> Optional[float]:
+    def _retry_delay(self, call: Call, response: httpx.Response | None,
+                     attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when the call must not be retried."""
         s = self._settings
         if attempt >= s.max_retries or not call.retryable():

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import httpx
 
@@ -61,16 +62,16 @@ class Client(_ClientMixin):
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
         *,
-        act_as_user_id: Optional[Any] = None,
+        act_as_user_id: Any | None = None,
         service: bool = False,
         service_header: str = "bearer",
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         retry_backoff: float = DEFAULT_BACKOFF,
-        headers: Optional[Mapping[str, str]] = None,
-        user_agent: Optional[str] = None,
-        http_client: Optional[httpx.Client] = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
+        http_client: httpx.Client | None = None,
     ):
         """Build a client.
 
@@ -90,7 +91,7 @@ class Client(_ClientMixin):
             timeout=timeout, follow_redirects=False)
         attach_resources(self)
 
-    def as_user(self, user_id: Any) -> "Client":
+    def as_user(self, user_id: Any) -> Client:
         """A view acting for ``user_id`` that shares this client's connection pool."""
         return self._as_user_view(user_id)
 
@@ -115,10 +116,10 @@ class Client(_ClientMixin):
         if self._owns_http:
             self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -133,16 +134,16 @@ class AsyncClient(_ClientMixin):
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
         *,
-        act_as_user_id: Optional[Any] = None,
+        act_as_user_id: Any | None = None,
         service: bool = False,
         service_header: str = "bearer",
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         retry_backoff: float = DEFAULT_BACKOFF,
-        headers: Optional[Mapping[str, str]] = None,
-        user_agent: Optional[str] = None,
-        http_client: Optional[httpx.AsyncClient] = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ):
         """Same arguments as :class:`Client`; ``http_client`` is an ``httpx.AsyncClient``."""
         self._init_settings(api_key, base_url, timeout, act_as_user_id, service,
@@ -153,7 +154,7 @@ class AsyncClient(_ClientMixin):
             timeout=timeout, follow_redirects=False)
         attach_resources(self)
 
-    def as_user(self, user_id: Any) -> "AsyncClient":
+    def as_user(self, user_id: Any) -> AsyncClient:
         """A view acting for ``user_id`` that shares this client's connection pool."""
         return self._as_user_view(user_id)
 
@@ -178,10 +179,10 @@ class AsyncClient(_ClientMixin):
         if self._owns_http:
             await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
 

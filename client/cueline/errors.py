@@ -10,7 +10,8 @@ reports) and any extra keys of the envelope in ``extra``.  Failures that never p
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from datetime import UTC
+from typing import Any
 
 import httpx
 
@@ -44,11 +45,11 @@ class APIError(CuelineError):
         *,
         code: str,
         status: int,
-        request_id: Optional[str] = None,
-        details: Optional[List[Dict[str, Any]]] = None,
-        extra: Optional[Dict[str, Any]] = None,
-        headers: Optional[httpx.Headers] = None,
-        raw_body: Optional[str] = None,
+        request_id: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: httpx.Headers | None = None,
+        raw_body: str | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -105,7 +106,7 @@ class RateLimitError(APIError):
     """429: slow down; ``retry_after`` is the server's ``Retry-After`` in seconds (or None)."""
 
     @property
-    def retry_after(self) -> Optional[float]:
+    def retry_after(self) -> float | None:
         return parse_retry_after(self.headers.get("Retry-After"))
 
 
@@ -116,7 +117,7 @@ class ServerError(APIError):
 class BodyVerifyMismatchError(CuelineError):
     """The server's ``body_received`` echo differs from the body that was sent."""
 
-    def __init__(self, sent: str, received: Any, *, request_id: Optional[str] = None):
+    def __init__(self, sent: str, received: Any, *, request_id: str | None = None):
         super().__init__("The server received a different message body than the one sent")
         self.sent = sent
         self.received = received
@@ -143,7 +144,7 @@ _BY_STATUS = {
 }
 
 
-def parse_retry_after(value: Optional[str]) -> Optional[float]:
+def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds: an integer/decimal or an HTTP date; None when absent/bad."""
     if value is None:
         return None
@@ -152,7 +153,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from datetime import datetime, timezone
+    from datetime import datetime
     from email.utils import parsedate_to_datetime
 
     try:
@@ -160,8 +161,8 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def error_from_response(response: httpx.Response) -> APIError:

@@ -22,13 +22,13 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, List, Optional, Union
+from typing import Any
 
 SIGNATURE_HEADER = "X-CueAPI-Signature"
 TIMESTAMP_HEADER = "X-CueAPI-Timestamp"
 DEFAULT_TOLERANCE = 300
 
-Payload = Union[bytes, bytearray, str, dict, list]
+Payload = bytes | bytearray | str | dict | list
 
 
 class WebhookVerificationError(ValueError):
@@ -44,7 +44,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def compute_signature(secret: str, timestamp: Union[int, str], body: Union[str, bytes]) -> str:
+def compute_signature(secret: str, timestamp: int | str, body: str | bytes) -> str:
     """``v1=<hex>`` for ``body`` (already serialised) at ``timestamp``."""
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -52,14 +52,14 @@ def compute_signature(secret: str, timestamp: Union[int, str], body: Union[str, 
     return "v1=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def sign_payload(payload: Any, secret: str, timestamp: Optional[int] = None) -> dict:
+def sign_payload(payload: Any, secret: str, timestamp: int | None = None) -> dict:
     """Headers signing ``payload`` the way the server does (useful in receiver tests)."""
     timestamp = int(time.time()) if timestamp is None else int(timestamp)
     return {TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: compute_signature(secret, timestamp, canonical_json(payload))}
 
 
-def _candidates(payload: Payload) -> List[bytes]:
+def _candidates(payload: Payload) -> list[bytes]:
     """The byte strings that count as "the body": raw as received, and canonical."""
     if isinstance(payload, (dict, list)):
         return [canonical_json(payload).encode("utf-8")]
@@ -74,7 +74,7 @@ def _candidates(payload: Payload) -> List[bytes]:
     return bodies
 
 
-def _signatures(header: str) -> List[str]:
+def _signatures(header: str) -> list[str]:
     """The ``v1=`` hex digests in a signature header (several are allowed, comma-separated)."""
     found = []
     for part in header.replace(" ", ",").split(","):
@@ -84,10 +84,10 @@ def _signatures(header: str) -> List[str]:
     return found
 
 
-def construct_event(payload: Payload, signature: Optional[str], secret: str,
-                    timestamp: Optional[Union[str, int]], *,
-                    tolerance: Optional[float] = DEFAULT_TOLERANCE,
-                    now: Optional[float] = None) -> Any:
+def construct_event(payload: Payload, signature: str | None, secret: str,
+                    timestamp: str | int | None, *,
+                    tolerance: float | None = DEFAULT_TOLERANCE,
+                    now: float | None = None) -> Any:
     """Verify a delivery and return its decoded JSON body, or raise
     :class:`WebhookVerificationError`.  ``tolerance=None`` skips the freshness check (only for
     replaying stored deliveries you already trust)."""
@@ -122,9 +122,9 @@ def construct_event(payload: Payload, signature: Optional[str], secret: str,
     raise WebhookVerificationError("signature does not match")
 
 
-def verify_webhook(payload: Payload, signature: Optional[str], secret: str,
-                   timestamp: Optional[Union[str, int]], tolerance: Optional[float] =
-                   DEFAULT_TOLERANCE, *, now: Optional[float] = None) -> bool:
+def verify_webhook(payload: Payload, signature: str | None, secret: str,
+                   timestamp: str | int | None, tolerance: float | None =
+                   DEFAULT_TOLERANCE, *, now: float | None = None) -> bool:
     """True when ``payload`` was signed with ``secret`` at a timestamp within ``tolerance``
     seconds of now.  Same arguments as the CueAPI SDK's ``verify_webhook``."""
     try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
-
-from flask import Flask
+from collections.abc import Mapping
+from typing import Any
 
 import cueline
+from flask import Flask
+
 from examples.integrator_proxy import api, auth
 from examples.integrator_proxy.errors import register_error_handlers
 from examples.integrator_proxy.store import Store
@@ -42,7 +43,7 @@ def _from_environment() -> dict[str, Any]:
     return values
 
 
-def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the proxy; ``config`` replaces the environment (tests pass it explicitly)."""
     settings = {**DEFAULTS, **(dict(config) if config is not None else _from_environment())}
     if len(settings["PROXY_JWT_SECRET"]) < 32:

@@ -7,7 +7,7 @@ acts for them in Cueline with its service credential (see ``api.py``).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 
 import jwt
@@ -55,7 +55,7 @@ def login():
     user = current_app.extensions["proxy_store"].user_by_email(email)
     if user is None or not check_password_hash(user.password_hash, password):
         raise ProxyError(401, "invalid_credentials", "Wrong e-mail or password")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     token = jwt.encode({"sub": user.id, "iss": ISSUER, "iat": now, "exp": now + TOKEN_TTL},
                        current_app.config["PROXY_JWT_SECRET"], algorithm="HS256")
     return {"token": token, "expires_in": int(TOKEN_TTL.total_seconds())}

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
+import cueline
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
-
-import cueline
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import sqlite3
 import uuid
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -37,7 +36,7 @@ class User:
     email: str
     password_hash: str
     plan: str
-    mirrored_plan: Optional[str]
+    mirrored_plan: str | None
 
 
 class EmailTaken(Exception):
@@ -62,7 +61,7 @@ class Store:
     # -- users -------------------------------------------------------------------------------
     def create_user(self, email: str, password_hash: str, plan: str = "free") -> User:
         user_id = str(uuid.uuid4())
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         with closing(self._connect()) as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -75,16 +74,16 @@ class Store:
                 raise EmailTaken(email) from None
         return User(user_id, email, password_hash, plan, None)
 
-    def _user_where(self, clause: str, value: str) -> Optional[User]:
+    def _user_where(self, clause: str, value: str) -> User | None:
         with closing(self._connect()) as conn:
             row = conn.execute(f"SELECT id, email, password_hash, plan, mirrored_plan "
                                f"FROM users WHERE {clause} = ?", (value,)).fetchone()
         return User(**dict(row)) if row else None
 
-    def user_by_email(self, email: str) -> Optional[User]:
+    def user_by_email(self, email: str) -> User | None:
         return self._user_where("email", email)
 
-    def user_by_id(self, user_id: str) -> Optional[User]:
+    def user_by_id(self, user_id: str) -> User | None:
         return self._user_where("id", user_id)
 
     def set_plan(self, user_id: str, plan: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 import cueline
+import pytest
 from cueline import AsyncClient, ConflictError, NotFoundError, RateLimitError
+
 from tests.helpers import SERVICE_TOKEN
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import socket
 import uuid
 
-import pytest
-
 import cueline
+import pytest
 from cueline import (
     APIConnectionError,
     Client,
@@ -20,6 +19,7 @@ from cueline import (
     ServerError,
     ValidationError,
 )
+
 from tests.helpers import SERVICE_TOKEN
 
 

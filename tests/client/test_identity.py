@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 import cueline
+import pytest
 from cueline import AuthenticationError, Client, ConfigurationError, NotFoundError
+
 from tests.helpers import SERVICE_TOKEN
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from cueline import Client, ConfigurationError
+
 from tests.client.conftest import require_routes
 from tests.helpers import SERVICE_TOKEN
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-import pytest
-
 import cueline
+import pytest
 from cueline import Client, ConflictError, NotFoundError, PermissionDeniedError
+
 from tests.client.conftest import require_routes
 from tests.helpers import SERVICE_TOKEN
 

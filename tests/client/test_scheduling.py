@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 import cueline
+import pytest
 from cueline import Client, ConflictError, NotFoundError
+
 from tests.client.conftest import require_routes
 from tests.helpers import SERVICE_TOKEN
 

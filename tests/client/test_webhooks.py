@@ -8,10 +8,6 @@ import json
 import time
 
 import pytest
-
-from app.auth.tokens import generate_webhook_secret
-from app.outbound.signing import canonical_json as server_canonical_json
-from app.outbound.signing import signature_headers
 from cueline.webhooks import (
     WebhookVerificationError,
     canonical_json,
@@ -19,6 +15,10 @@ from cueline.webhooks import (
     sign_payload,
     verify_webhook,
 )
+
+from app.auth.tokens import generate_webhook_secret
+from app.outbound.signing import canonical_json as server_canonical_json
+from app.outbound.signing import signature_headers
 
 BODY = {"execution_id": "0b7e…", "cue_id": "cue_abc123def456", "attempt": 1,
         "payload": {"task": "résumé", "n": [1, 2.5, None, True]}, "name": "nightly"}

@@ -11,11 +11,11 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import cueline
 import httpx
 import jwt
 import pytest
 
-import cueline
 from examples.integrator_proxy.app import create_app as create_proxy
 from tests.client.conftest import require_routes
 from tests.helpers import SERVICE_TOKEN

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from cueline._base import NONE, Call, compact
 from cueline.resources._common import Resource
@@ -17,8 +17,8 @@ class Auth(Resource):
         """``GET /v1/auth/me``: account, limits and this month's usage."""
         return self._call(Call("GET", "/v1/auth/me"))
 
-    def update_me(self, *, email: Optional[str] = None,
-                  alert_webhook_url: Optional[str] = None) -> Any:
+    def update_me(self, *, email: str | None = None,
+                  alert_webhook_url: str | None = None) -> Any:
         """``PATCH /v1/auth/me`` (``alert_webhook_url=""`` clears it)."""
         return self._call(Call("PATCH", "/v1/auth/me",
                                json=compact(email=email, alert_webhook_url=alert_webhook_url)))

@@ -6,7 +6,8 @@ alone, never ``X-On-Behalf-Of``, even from an ``as_user`` view.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cueline._base import SERVICE, Call, compact, validate_user_id
 from cueline.resources._common import Resource
@@ -23,12 +24,12 @@ def _user_record(user: Mapping[str, Any]) -> dict:
 class InternalUsers(Resource):
     """``client.internal_users``: keep Cueline's users in step with the integrator's."""
 
-    def upsert(self, user_id: Any, *, email: str, slug: str, plan: Optional[str] = None,
-               active_cue_limit: Optional[int] = None,
-               monthly_execution_limit: Optional[int] = None,
-               monthly_message_limit: Optional[int] = None,
-               rate_limit_per_minute: Optional[int] = None,
-               external_owner: Optional[str] = None) -> Any:
+    def upsert(self, user_id: Any, *, email: str, slug: str, plan: str | None = None,
+               active_cue_limit: int | None = None,
+               monthly_execution_limit: int | None = None,
+               monthly_message_limit: int | None = None,
+               rate_limit_per_minute: int | None = None,
+               external_owner: str | None = None) -> Any:
         """``PUT /v1/internal/users/{id}``: create or update one user (idempotent;
         ``created`` in the answer says which).  Omitted limits keep their stored values."""
         body = compact(email=email, slug=slug, plan=plan, active_cue_limit=active_cue_limit,

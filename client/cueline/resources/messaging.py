@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import httpx
 
@@ -13,7 +14,7 @@ from cueline.errors import BodyVerifyMismatchError
 from cueline.resources._common import UNSET, Resource, given, seg
 from cueline.resources.account import CONFIRM
 
-When = Union[str, datetime, None]
+When = str | datetime | None
 
 
 def _roster_result(response: httpx.Response, data: Any) -> Any:
@@ -28,28 +29,28 @@ def _roster_result(response: httpx.Response, data: Any) -> Any:
 class Agents(Resource):
     """``client.agents``.  ``ref`` is an ``agt_…`` id or an ``agent_slug@user_slug`` address."""
 
-    def create(self, display_name: str, *, slug: Optional[str] = None,
-               webhook_url: Optional[str] = None,
-               metadata: Optional[Mapping[str, Any]] = None) -> Any:
+    def create(self, display_name: str, *, slug: str | None = None,
+               webhook_url: str | None = None,
+               metadata: Mapping[str, Any] | None = None) -> Any:
         """``POST /v1/agents``.  With ``webhook_url`` the answer holds the signing secret once."""
         return self._call(Call("POST", "/v1/agents", json=compact(
             display_name=display_name, slug=slug, webhook_url=webhook_url, metadata=metadata)))
 
-    def list(self, *, status: Optional[str] = None, include_deleted: Optional[bool] = None,
-             limit: Optional[int] = None, offset: Optional[int] = None) -> Any:
+    def list(self, *, status: str | None = None, include_deleted: bool | None = None,
+             limit: int | None = None, offset: int | None = None) -> Any:
         """``GET /v1/agents`` → ``{agents, total, limit, offset}``."""
         return self._call(Call("GET", "/v1/agents", params={
             "status": status, "include_deleted": include_deleted, "limit": limit,
             "offset": offset}))
 
-    def roster(self, *, if_none_match: Optional[str] = None) -> Any:
+    def roster(self, *, if_none_match: str | None = None) -> Any:
         """``GET /v1/agents/roster``; the body gets an ``etag`` key.  Pass a previous ``etag``
         as ``if_none_match`` to get ``None`` when nothing changed (304)."""
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         return self._call(Call("GET", "/v1/agents/roster", headers=headers,
                                transform=_roster_result, accept=(304,)))
 
-    def get(self, ref: str, *, include_deleted: Optional[bool] = None) -> Any:
+    def get(self, ref: str, *, include_deleted: bool | None = None) -> Any:
         """``GET /v1/agents/{ref}``."""
         return self._call(Call("GET", f"/v1/agents/{seg(ref)}",
                                params={"include_deleted": include_deleted}))
@@ -76,20 +77,20 @@ class Agents(Resource):
         return self._call(Call("POST", f"/v1/agents/{seg(ref)}/webhook-secret/regenerate",
                                headers=dict(CONFIRM)))
 
-    def inbox(self, ref: str, *, state: Optional[Sequence[str]] = None, since: When = None,
-              thread_id: Optional[str] = None, counterpart: Optional[str] = None,
-              limit: Optional[int] = None, offset: Optional[int] = None,
-              count_only: Optional[bool] = None) -> Any:
+    def inbox(self, ref: str, *, state: Sequence[str] | None = None, since: When = None,
+              thread_id: str | None = None, counterpart: str | None = None,
+              limit: int | None = None, offset: int | None = None,
+              count_only: bool | None = None) -> Any:
         """``GET /v1/agents/{ref}/inbox``: fetching marks due queued messages delivered."""
         return self._call(Call("GET", f"/v1/agents/{seg(ref)}/inbox", params={
             "state": state, "since": since, "thread_id": thread_id,
             "counterpart": counterpart, "limit": limit, "offset": offset,
             "count_only": count_only}))
 
-    def sent(self, ref: str, *, state: Optional[Sequence[str]] = None, since: When = None,
-             thread_id: Optional[str] = None, counterpart: Optional[str] = None,
-             limit: Optional[int] = None, offset: Optional[int] = None,
-             count_only: Optional[bool] = None) -> Any:
+    def sent(self, ref: str, *, state: Sequence[str] | None = None, since: When = None,
+             thread_id: str | None = None, counterpart: str | None = None,
+             limit: int | None = None, offset: int | None = None,
+             count_only: bool | None = None) -> Any:
         """``GET /v1/agents/{ref}/sent`` (no side effects)."""
         return self._call(Call("GET", f"/v1/agents/{seg(ref)}/sent", params={
             "state": state, "since": since, "thread_id": thread_id,
@@ -119,12 +120,12 @@ def _echo_checker(sent: str):
 class Messages(Resource):
     """``client.messages``."""
 
-    def send(self, from_agent: str, to: str, body: str, *, subject: Optional[str] = None,
-             reply_to: Optional[str] = None, priority: Optional[int] = None,
-             expects_reply: Optional[bool] = None, reply_to_agent: Optional[str] = None,
-             metadata: Optional[Mapping[str, Any]] = None,
-             correlation_id: Optional[str] = None, send_at: When = None,
-             idempotency_key: Optional[str] = None, verify: bool = True) -> Any:
+    def send(self, from_agent: str, to: str, body: str, *, subject: str | None = None,
+             reply_to: str | None = None, priority: int | None = None,
+             expects_reply: bool | None = None, reply_to_agent: str | None = None,
+             metadata: Mapping[str, Any] | None = None,
+             correlation_id: str | None = None, send_at: When = None,
+             idempotency_key: str | None = None, verify: bool = True) -> Any:
         """``POST /v1/messages`` from the caller's agent ``from_agent`` to ``to``.
 
         With ``idempotency_key`` a repeat returns the original message (and the call may be

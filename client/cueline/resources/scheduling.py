@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from cueline._base import Call, compact
 from cueline.resources._common import UNSET, Resource, given, seg
 
-Callback = Union[str, Mapping[str, Any], None]
+Callback = str | Mapping[str, Any] | None
 
 
-def _schedule(cron: Optional[str], at: Optional[Union[str, datetime]],
-              timezone: Optional[str]) -> Dict[str, Any]:
+def _schedule(cron: str | None, at: str | datetime | None,
+              timezone: str | None) -> dict[str, Any]:
     if (cron is None) == (at is None):
         raise ValueError("Give exactly one of cron= (recurring) or at= (once)")
-    schedule: Dict[str, Any] = {"type": "recurring" if cron is not None else "once"}
+    schedule: dict[str, Any] = {"type": "recurring" if cron is not None else "once"}
     if cron is not None:
         schedule["cron"] = cron
     else:
@@ -26,7 +28,7 @@ def _schedule(cron: Optional[str], at: Optional[Union[str, datetime]],
     return schedule
 
 
-def _callback(callback: Callback) -> Optional[Dict[str, Any]]:
+def _callback(callback: Callback) -> dict[str, Any] | None:
     if callback is None:
         return None
     if isinstance(callback, str):
@@ -37,13 +39,13 @@ def _callback(callback: Callback) -> Optional[Dict[str, Any]]:
 class Cues(Resource):
     """``client.cues``."""
 
-    def create(self, name: str, *, cron: Optional[str] = None,
-               at: Optional[Union[str, datetime]] = None, timezone: Optional[str] = None,
-               callback: Callback = None, transport: Optional[str] = None,
-               payload: Optional[Mapping[str, Any]] = None, description: Optional[str] = None,
-               retry: Optional[Mapping[str, Any]] = None,
-               on_failure: Optional[Mapping[str, Any]] = None,
-               verification: Optional[Mapping[str, Any]] = None) -> Any:
+    def create(self, name: str, *, cron: str | None = None,
+               at: str | datetime | None = None, timezone: str | None = None,
+               callback: Callback = None, transport: str | None = None,
+               payload: Mapping[str, Any] | None = None, description: str | None = None,
+               retry: Mapping[str, Any] | None = None,
+               on_failure: Mapping[str, Any] | None = None,
+               verification: Mapping[str, Any] | None = None) -> Any:
         """``POST /v1/cues``.  ``cron`` for a recurring cue or ``at`` for a one-off;
         ``callback`` is a URL or ``{url, method, headers}``; ``transport`` ``"webhook"``
         (default) or ``"worker"``."""
@@ -53,14 +55,14 @@ class Cues(Resource):
                        verification=verification)
         return self._call(Call("POST", "/v1/cues", json=body))
 
-    def list(self, *, status: Optional[str] = None, limit: Optional[int] = None,
-             offset: Optional[int] = None) -> Any:
+    def list(self, *, status: str | None = None, limit: int | None = None,
+             offset: int | None = None) -> Any:
         """``GET /v1/cues`` → ``{cues, total, limit, offset}``."""
         return self._call(Call("GET", "/v1/cues",
                                params={"status": status, "limit": limit, "offset": offset}))
 
-    def get(self, cue_id: str, *, execution_limit: Optional[int] = None,
-            execution_offset: Optional[int] = None) -> Any:
+    def get(self, cue_id: str, *, execution_limit: int | None = None,
+            execution_offset: int | None = None) -> Any:
         """``GET /v1/cues/{id}``: the cue with a page of its executions."""
         return self._call(Call("GET", f"/v1/cues/{seg(cue_id)}",
                                params={"execution_limit": execution_limit,
@@ -92,7 +94,7 @@ class Cues(Resource):
         """``DELETE /v1/cues/{id}`` (executions go with it)."""
         return self._call(Call("DELETE", f"/v1/cues/{seg(cue_id)}"))
 
-    def fire(self, cue_id: str, *, send_at: Optional[Union[str, datetime]] = None) -> Any:
+    def fire(self, cue_id: str, *, send_at: str | datetime | None = None) -> Any:
         """``POST /v1/cues/{id}/fire``: run now (or at ``send_at``) → the new execution."""
         return self._call(Call("POST", f"/v1/cues/{seg(cue_id)}/fire",
                                json=compact(send_at=send_at)))
@@ -101,10 +103,10 @@ class Cues(Resource):
 class Executions(Resource):
     """``client.executions``: listing, worker claims, heartbeats, outcomes, verification."""
 
-    def list(self, *, cue_id: Optional[str] = None, status: Optional[str] = None,
-             status_in: Optional[Sequence[str]] = None, worker_id: Optional[str] = None,
-             outcome_state: Optional[str] = None, limit: Optional[int] = None,
-             offset: Optional[int] = None) -> Any:
+    def list(self, *, cue_id: str | None = None, status: str | None = None,
+             status_in: Sequence[str] | None = None, worker_id: str | None = None,
+             outcome_state: str | None = None, limit: int | None = None,
+             offset: int | None = None) -> Any:
         """``GET /v1/executions`` (``status`` and ``status_in`` are mutually exclusive)."""
         return self._call(Call("GET", "/v1/executions", params={
             "cue_id": cue_id, "status": status, "status__in": status_in,
@@ -115,7 +117,7 @@ class Executions(Resource):
         """``GET /v1/executions/{id}``."""
         return self._call(Call("GET", f"/v1/executions/{seg(execution_id)}"))
 
-    def claimable(self, *, task: Optional[str] = None) -> Any:
+    def claimable(self, *, task: str | None = None) -> Any:
         """``GET /v1/executions/claimable`` → ``{executions: [...]}`` for worker cues."""
         return self._call(Call("GET", "/v1/executions/claimable", params={"task": task}))
 
@@ -128,19 +130,19 @@ class Executions(Resource):
         """``POST /v1/executions/claim``: the oldest claimable execution (409 when none)."""
         return self._call(Call("POST", "/v1/executions/claim", json={"worker_id": worker_id}))
 
-    def heartbeat(self, execution_id: str, *, worker_id: Optional[str] = None) -> Any:
+    def heartbeat(self, execution_id: str, *, worker_id: str | None = None) -> Any:
         """``POST /v1/executions/{id}/heartbeat``: extend the lease of a claimed execution."""
         headers = {"X-Worker-Id": worker_id} if worker_id else {}
         return self._call(Call("POST", f"/v1/executions/{seg(execution_id)}/heartbeat",
                                json={}, headers=headers))
 
     def report_outcome(self, execution_id: str, *, success: bool,
-                       result: Optional[str] = None, error: Optional[str] = None,
-                       metadata: Optional[Mapping[str, Any]] = None,
-                       external_id: Optional[str] = None, result_url: Optional[str] = None,
-                       result_ref: Optional[str] = None, result_type: Optional[str] = None,
-                       summary: Optional[str] = None,
-                       artifacts: Optional[List[Any]] = None) -> Any:
+                       result: str | None = None, error: str | None = None,
+                       metadata: Mapping[str, Any] | None = None,
+                       external_id: str | None = None, result_url: str | None = None,
+                       result_ref: str | None = None, result_type: str | None = None,
+                       summary: str | None = None,
+                       artifacts: builtins.list[Any] | None = None) -> Any:
         """``POST /v1/executions/{id}/outcome`` (write-once: a second report is 409)."""
         body = compact(success=success, result=result, error=error, metadata=metadata,
                        external_id=external_id, result_url=result_url, result_ref=result_ref,
@@ -153,7 +155,7 @@ class Executions(Resource):
         return self._call(Call("POST", f"/v1/executions/{seg(execution_id)}/replay"))
 
     def verify(self, execution_id: str, *, valid: bool = True,
-               reason: Optional[str] = None) -> Any:
+               reason: str | None = None) -> Any:
         """``POST /v1/executions/{id}/verify``: accept or reject a reported outcome."""
         return self._call(Call("POST", f"/v1/executions/{seg(execution_id)}/verify",
                                json=compact(valid=valid, reason=reason)))
@@ -172,7 +174,7 @@ class Executions(Resource):
 class Workers(Resource):
     """``client.workers``: worker liveness."""
 
-    def heartbeat(self, worker_id: str, *, handlers: Optional[Sequence[str]] = None) -> Any:
+    def heartbeat(self, worker_id: str, *, handlers: Sequence[str] | None = None) -> Any:
         """``POST /v1/worker/heartbeat``: register/refresh a worker and the tasks it handles."""
         return self._call(Call("POST", "/v1/worker/heartbeat", json={
             "worker_id": worker_id, "handlers": list(handlers) if handlers is not None else None}))
