@@ -22,11 +22,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-## make run: serve on http://$(HOST):$(PORT) with the SQLite default under instance/.
+## make run: serve on http://$(HOST):$(PORT) with the SQLite default under instance/, plus the
+## background worker (scheduler and deliveries); Ctrl-C stops both.
 run: $(STAMP)
 	mkdir -p instance
 	$(BIN)/flask db upgrade
-	exec $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
+	exec bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
 		wsgi:app
 
 ## System packages the suite needs (Debian archive): PostgreSQL server binaries and Redis.

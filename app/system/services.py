@@ -29,13 +29,18 @@ def database_ok() -> bool:
 def health_report() -> dict[str, Any]:
     """The body of ``GET /health``."""
     database = "ok" if database_ok() else "error"
-    return {
+    report = {
         "status": "healthy" if database == "ok" else "degraded",
         "version": current_app.config["VERSION"],
         "timestamp": utcnow().isoformat(),
         "services": {"database": database},
         "queue": {},
     }
+    if database == "ok":
+        from app.scheduling.health import add_scheduling_health
+
+        add_scheduling_health(report)
+    return report
 
 
 def disabled_primitives(config) -> list[str]:

@@ -136,3 +136,50 @@ def test_disabled_primitive_worker_skips_jobs(make_app, db_url, tmp_path, slow_r
     assert "skipped" in output and "DISABLE_CUE_PRIMITIVE" in output
     assert not slow_receiver.arrived.is_set()
     assert _execution(app, execution_id).status == "pending"
+
+
+def test_run_all_stops_web_and_worker_together(db_url, tmp_path):
+    """``make run`` uses bin/run-all: SIGTERM stops gunicorn and the worker, nothing lingers."""
+    import socket
+
+    import httpx
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    script = Path(__file__).resolve().parents[2] / "bin" / "run-all"
+    env = {k: v for k, v in os.environ.items()
+           if k not in setting_types() and not k.startswith("FLASK_")}
+    env.update({"DATABASE_URL": db_url, "ENV": "test",
+                "VENV_BIN": str(Path(sys.executable).parent)})
+    process = subprocess.Popen([str(script), "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                "wsgi:app"], cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            try:
+                healthy = httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert healthy
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+        assert process.returncode == 0, output[-2000:]
+        assert "worker started" in output and "worker stopped" in output
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("processes of bin/run-all are still running")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
