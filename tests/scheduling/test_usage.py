@@ -1,0 +1,83 @@
+"""``GET /v1/usage`` and the counts of ``GET /v1/auth/me`` and ``/health``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from app.extensions import db
+from app.quotas.usage import usage_report
+from app.scheduling.models import Execution, ExecutionUsage
+from app.users.models import User
+from tests.helpers import key_headers, register, service_headers, user_id_of
+from tests.scheduling.conftest import cue_body
+
+
+def test_usage_counts(app, client, headers):
+    first = client.post("/v1/cues", json=cue_body(name="a"), headers=headers).get_json()
+    client.post("/v1/cues", json=cue_body(name="b"), headers=headers)
+    worker = client.post("/v1/cues", json=cue_body(name="w", transport="worker", callback=None),
+                         headers=headers).get_json()
+    client.patch(f"/v1/cues/{first['id']}", json={"status": "paused"}, headers=headers)
+    ok = client.post(f"/v1/cues/{worker['id']}/fire", headers=headers).get_json()["id"]
+    bad = client.post(f"/v1/cues/{worker['id']}/fire", headers=headers).get_json()["id"]
+    missed = client.post(f"/v1/cues/{worker['id']}/fire", headers=headers).get_json()["id"]
+    client.post(f"/v1/executions/{ok}/outcome", json={"success": True}, headers=headers)
+    client.post(f"/v1/executions/{bad}/outcome", json={"success": False}, headers=headers)
+    with app.app_context():
+        db.session.execute(db.update(Execution).where(Execution.id == uuid.UUID(missed))
+                           .values(status="missed"))
+        db.session.commit()
+    body = client.get("/v1/usage", headers=headers).get_json()
+    assert body["plan"] == "free"
+    assert body["cues"] == {"used": 3, "active": 3, "limit": 10, "remaining": 7,
+                            "percent_used": 30}
+    assert body["outcomes"] == {"reported": 2, "succeeded": 1, "failed": 2}
+    assert body["executions"]["used"] == 0  # worker outcomes never count
+    assert body["rate_limit"]["requests_per_minute"] == 60
+    today = datetime.now(UTC).date()
+    assert body["billing_period"]["start"] == today.replace(day=1).isoformat()
+    assert body["period"]["start"] == body["billing_period"]["start"]
+    me = client.get("/v1/auth/me", headers=headers).get_json()
+    assert me["active_cues"] == 2  # paused cues count for the quota, not here
+
+
+def test_usage_execution_projection(app, client, headers):
+    api_user = client.get("/v1/auth/me", headers=headers).get_json()["id"]
+    with app.app_context():
+        user = db.session.get(User, uuid.UUID(api_user))
+        db.session.add(ExecutionUsage(user_id=user.id, month="2026-04", executions=100))
+        db.session.add(ExecutionUsage(user_id=user.id, month="2026-05", executions=120))
+        db.session.commit()
+        report = usage_report(user, 3, now=datetime(2026, 5, 10, 12, tzinfo=UTC))
+    assert report["executions"] == {"used": 120, "limit": 300, "remaining": 180,
+                                    "percent_used": 40, "percentage": 40.0,
+                                    "projected_month_end": 372, "will_exceed_limit": True}
+    assert report["billing_period"] == {"start": "2026-05-01", "end": "2026-05-31",
+                                        "days_remaining": 21}
+    assert report["rate_limit"]["current_usage"] == 3
+
+
+def test_usage_under_delegation(delegation_client):
+    api_key, _ = register(delegation_client)
+    user_id = user_id_of(delegation_client, api_key)
+    body = delegation_client.get("/v1/usage", headers=service_headers(user_id)).get_json()
+    assert body["cues"]["used"] == 0 and body["executions"]["percent_used"] == 0
+    assert delegation_client.get("/v1/usage").status_code == 401
+
+
+def test_health_reports_queue_and_workers(client, headers):
+    worker = client.post("/v1/cues", json=cue_body(transport="worker", callback=None),
+                         headers=headers).get_json()
+    client.post(f"/v1/cues/{worker['id']}/fire", headers=headers)
+    hook = client.post("/v1/cues", json=cue_body(name="hook"), headers=headers).get_json()
+    client.post(f"/v1/cues/{hook['id']}/fire", headers=headers)
+    body = client.get("/health").get_json()
+    assert body["queue"] == {"pending_outbox": 1, "stale_executions": 0, "pending_retries": 0,
+                             "pending_worker_claims": 1}
+    assert "workers" not in body
+    client.post("/v1/worker/heartbeat", json={"worker_id": "w"}, headers=headers)
+    workers = client.get("/health").get_json()["workers"]
+    assert workers["active_count"] == 1 and workers["last_heartbeat"].endswith("+00:00")
+    other, _ = register(client)
+    assert client.get("/v1/usage", headers=key_headers(other)).status_code == 200
