@@ -21,6 +21,7 @@ class Exchange:
     path: str
     query: str
     headers: dict[str, str]
+    raw_uri: str = ""
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
 
@@ -41,7 +42,8 @@ class WireRecorder:
             elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
                 headers[key.replace("_", "-").lower()] = value
         exchange = Exchange(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
-                            environ.get("QUERY_STRING", ""), headers)
+                            environ.get("QUERY_STRING", ""), headers,
+                            raw_uri=environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
         with self._lock:
             self.exchanges.append(exchange)
 

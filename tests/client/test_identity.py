@@ -176,3 +176,17 @@ def test_user_webhook_secret_and_session_refresh(app, served):
     assert session["email"] == email
     assert Client(session["session_token"], base_url=server.url).auth.me()["auth_path"] == \
         "session"
+
+
+def test_path_segments_are_encoded_and_empty_ids_refused(app, served):
+    server = served(app)
+    key, _ = _register(server.url)
+    client = Client(key, base_url=server.url)
+    with pytest.raises(ConfigurationError):
+        client.cues.get("")
+    with pytest.raises(NotFoundError):  # never resolved to /v1/auth/me
+        client.agents.get("a/../../v1/auth/me")
+    assert server.wire.last.raw_uri == "/v1/agents/a%2F..%2F..%2Fv1%2Fauth%2Fme"
+    with pytest.raises(cueline.BadRequestError):  # decoded intact by the server
+        client.agents.get("planner@some user")
+    assert server.wire.last.raw_uri == "/v1/agents/planner@some%20user"

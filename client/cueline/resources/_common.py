@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from cueline.errors import ConfigurationError
+
 #: Marks a keyword argument that was not given (so ``None`` can mean "clear this field").
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__bool__": lambda self: False})()
 
@@ -13,7 +15,7 @@ def seg(value: Any) -> str:
     """One path segment, percent-encoded (``@`` kept: agent addresses are ``slug@user``)."""
     text = str(value)
     if not text or text in (".", ".."):
-        raise ValueError(f"Invalid identifier {value!r}")
+        raise ConfigurationError(f"Invalid identifier {value!r}")
     return quote(text, safe="@")
 
 
