@@ -85,3 +85,25 @@ def test_docs_page_is_served(client):
     response = client.get("/docs")
     assert response.status_code == 200
     assert b"swagger" in response.data.lower()
+
+
+CUE_PRIMITIVE_ROUTES = {
+    "/v1/cues", "/v1/cues/<cue_id>", "/v1/cues/<cue_id>/fire", "/v1/executions",
+    "/v1/executions/claimable", "/v1/executions/claim", "/v1/executions/<execution_id>",
+    "/v1/executions/<execution_id>/claim", "/v1/executions/<execution_id>/heartbeat",
+    "/v1/executions/<execution_id>/outcome", "/v1/executions/<execution_id>/replay",
+    "/v1/executions/<execution_id>/verify", "/v1/executions/<execution_id>/verification-pending",
+    "/v1/executions/<execution_id>/evidence", "/v1/worker/heartbeat", "/v1/workers",
+    "/v1/workers/<worker_id>"}
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_cue_primitive_routes_follow_the_flag(make_app, disabled):
+    app = make_app(DISABLE_CUE_PRIMITIVE=disabled)
+    rules = _rules(app)
+    assert (CUE_PRIMITIVE_ROUTES & rules) == (set() if disabled else CUE_PRIMITIVE_ROUTES)
+    assert not any(r.startswith(("/v1/cues", "/v1/executions", "/v1/worker")) for r in
+                   rules - CUE_PRIMITIVE_ROUTES)
+    assert "/v1/usage" in rules  # usage stays in every packaging
+    paths = _openapi_paths(app)
+    assert ("/v1/cues" in paths) is not disabled and "/v1/usage" in paths
