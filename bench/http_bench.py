@@ -1,0 +1,290 @@
+"""HTTP load benchmark: Cueline endpoints against a bare-Flask ceiling, same gunicorn setup.
+
+One command (``make bench`` or ``python bench/http_bench.py``) starts a throwaway PostgreSQL
+cluster on loopback, migrates it, starts Cueline and a bare Flask app under the same gunicorn
+configuration, seeds data through the public API, drives a fixed load at each endpoint with
+``wrk`` (from Debian) and prints one table: requests/s, p50, p99, errors, and each endpoint's
+ratio to the bare-Flask ceiling measured in the same run.  Results (with the machine
+description) are written to ``bench/results/``.
+
+All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.pg import PostgresCluster  # noqa: E402
+
+SERVICE_TOKEN = "bench-service-token-" + uuid.uuid4().hex
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        memory = f"{mem_kb / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        memory = "unknown"
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory": memory,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+class Gunicorn:
+    """A gunicorn process serving ``target`` on a loopback port."""
+
+    def __init__(self, target: str, env: dict, workers: int, worker_class: str, threads: int):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [str(Path(sys.executable).parent / "gunicorn"), "--bind",
+                f"127.0.0.1:{self.port}", "--workers", str(workers),
+                "--worker-class", worker_class, "--log-level", "warning"]
+        if worker_class == "gthread":
+            args += ["--threads", str(threads)]
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log",
+                                               delete=False)
+        self.process = subprocess.Popen(args + [target], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gunicorn {target} did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+LUA_UUID = """
+local function uuid4()
+  local t = 'xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx'
+  return (string.gsub(t, '[xy]', function (c)
+    local v = (c == 'x') and math.random(0, 0xf) or math.random(8, 0xb)
+    return string.format('%x', v)
+  end))
+end
+"""
+
+
+def lua_script(method: str, headers: dict, body: str | None = None,
+               fresh_user_path: bool = False) -> str:
+    """A wrk script sending ``method`` with ``headers`` (and a per-request user id if asked)."""
+    lines = [f'wrk.method = "{method}"']
+    for name, value in headers.items():
+        lines.append(f'wrk.headers["{name}"] = "{value}"')
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(body)}")
+    if fresh_user_path:
+        lines.append(LUA_UUID)
+        lines.append("math.randomseed(os.time() + math.floor(os.clock() * 1000000))")
+        lines.append("request = function()\n  local id = uuid4()\n"
+                     "  local body = '{\"email\": \"' .. id .. '@bench.example\", "
+                     "\"slug\": \"b-' .. id .. '\"}'\n"
+                     "  return wrk.format(nil, '/v1/internal/users/' .. id, nil, body)\nend")
+    return "\n".join(lines) + "\n"
+
+
+def run_wrk(url: str, script: str, connections: int, duration: int, threads: int) -> dict:
+    """Run wrk once and parse requests/s, p50, p99 and errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+        path = handle.name
+    try:
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d",
+                              f"{duration}s", "--latency", "-s", path, url],
+                             capture_output=True, text=True, timeout=duration + 60).stdout
+    finally:
+        os.unlink(path)
+
+    def latency(label: str) -> float | None:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, flags=re.M)
+        if not match:
+            return None
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency("50"),
+            "p99_ms": latency("99"), "errors": errors,
+            "requests": int(total.group(1)) if total else 0, "raw": out}
+
+
+def seed(url: str) -> dict:
+    """Create the benchmark's users, key, cues and agents through the public API."""
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        user_id = str(uuid.uuid4())
+        body = {"email": "bench@bench.example", "slug": "bench", "plan": "scale",
+                "active_cue_limit": 1000, "rate_limit_per_minute": 1_000_000_000,
+                "monthly_message_limit": 1_000_000_000}
+        assert http.put(f"/v1/internal/users/{user_id}", json=body, headers=service
+                        ).status_code == 200
+        on_behalf = {**service, "X-On-Behalf-Of": user_id}
+        key = http.post("/v1/auth/key/regenerate", headers={
+            **on_behalf, "X-Confirm-Destructive": "true"}).json()["api_key"]
+        bearer = {"Authorization": f"Bearer {key}"}
+        for i in range(20):
+            response = http.post("/v1/cues", headers=bearer, json={
+                "name": f"bench-{i}", "transport": "worker",
+                "schedule": {"type": "recurring", "cron": "0 0 1 1 *"},
+                "payload": {"task": "bench", "i": i}})
+            assert response.status_code == 201, response.text
+        agents = []
+        for slug in ("sender", "receiver"):
+            response = http.post("/v1/agents", headers=bearer,
+                                 json={"display_name": slug, "slug": slug})
+            assert response.status_code == 201, response.text
+            agents.append(response.json()["id"])
+    return {"user_id": user_id, "key": key, "sender": agents[0], "receiver": agents[1]}
+
+
+def endpoints(data: dict) -> list[tuple[str, str, str]]:
+    """(label, path, wrk script) for every measured endpoint."""
+    key = {"Authorization": f"Bearer {data['key']}"}
+    delegated = {"Authorization": f"Bearer {SERVICE_TOKEN}", "X-On-Behalf-Of": data["user_id"]}
+    service = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
+    update = json.dumps({"email": "bench@bench.example", "slug": "bench", "plan": "scale",
+                         "rate_limit_per_minute": 1_000_000_000})
+    message = json.dumps({"to": data["receiver"], "body": "benchmark message"})
+    return [
+        ("GET /health", "/health", lua_script("GET", {})),
+        ("GET /v1/auth/me (key)", "/v1/auth/me", lua_script("GET", key)),
+        ("GET /v1/cues?limit=20 (key)", "/v1/cues?limit=20", lua_script("GET", key)),
+        ("GET /v1/cues?limit=20 (delegated)", "/v1/cues?limit=20", lua_script("GET", delegated)),
+        ("PUT /v1/internal/users/{id} (update)", f"/v1/internal/users/{data['user_id']}",
+         lua_script("PUT", service, update)),
+        ("PUT /v1/internal/users/{id} (create)", "/v1/internal/users/x",
+         lua_script("PUT", service, fresh_user_path=True)),
+        ("POST /v1/messages", "/v1/messages",
+         lua_script("POST", {**key, "Content-Type": "application/json",
+                             "X-Cueapi-From-Agent": data["sender"]}, message)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per endpoint")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per endpoint")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 4)))
+    parser.add_argument("--worker-class", default=os.environ.get("BENCH_WORKER_CLASS", "sync"))
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    parser.add_argument("--only", default="", help="substring filter on endpoint labels")
+    args = parser.parse_args(argv)
+
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install wrk (make bench does this)", file=sys.stderr)
+        return 2
+    cluster = PostgresCluster().start()
+    servers: list[Gunicorn] = []
+    try:
+        db_url = cluster.create_database("cueline_bench")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "DATABASE_"))}
+        env.update({"DATABASE_URL": db_url, "ENV": "production", "LOG_LEVEL": "WARNING",
+                    "EXTERNAL_AUTH_BACKEND": "true", "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN,
+                    "DISABLE_QUOTA_ENFORCEMENT": "true", "FLASK_APP": "wsgi"})
+        subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=ROOT,
+                       env=env, check=True, capture_output=True)
+        gunicorn_config = (args.workers, args.worker_class, args.threads)
+        cueline = Gunicorn("wsgi:app", env, *gunicorn_config)
+        servers.append(cueline)
+        bare = Gunicorn("bench.bare_app:app", env, *gunicorn_config)
+        servers.append(bare)
+        data = seed(cueline.url)
+
+        targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {}))]
+        targets += [(label, cueline.url, path, script)
+                    for label, path, script in endpoints(data)]
+        results = []
+        for label, base, path, script in targets:
+            if args.only and args.only not in label and "ceiling" not in label:
+                continue
+            run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
+            measured = run_wrk(base + path, script, args.connections, args.duration,
+                               args.wrk_threads)
+            measured.pop("raw")
+            results.append({"endpoint": label, **measured})
+            print(f"  measured {label}: {measured['rps']:.0f} req/s", file=sys.stderr)
+    finally:
+        for server in servers:
+            server.stop()
+        cluster.cleanup()
+
+    ceiling = results[0]["rps"] or 1.0
+    for row in results:
+        row["ratio"] = row["rps"] / ceiling
+    header = (f"Load: wrk, {args.connections} connections, {args.wrk_threads} threads, "
+              f"{args.warmup} s warm-up + {args.duration} s measured per endpoint; gunicorn "
+              f"{args.workers} × {args.worker_class}"
+              f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}; "
+              "PostgreSQL 15 on loopback.")
+    table = ["| Endpoint | req/s | p50 ms | p99 ms | errors | vs ceiling |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in results:
+        table.append(f"| {row['endpoint']} | {row['rps']:.0f} | {row['p50_ms'] or 0:.1f} | "
+                     f"{row['p99_ms'] or 0:.1f} | {row['errors']} | {row['ratio']:.0%} |")
+    print(header)
+    print("\n".join(table))
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    info = machine()
+    (RESULTS / f"http-{stamp}.json").write_text(json.dumps(
+        {"when": stamp, "machine": info, "settings": vars(args), "results": results}, indent=2))
+    (RESULTS / f"http-{stamp}.md").write_text(
+        f"# HTTP benchmark {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
