@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -339,7 +340,8 @@ def test_page_states(client, mail_log, clock):
     start(client)
     submit(client, "p@example.com")
     page = client.get("/auth/device", query_string={"code": CODE}).get_data(as_text=True)
-    assert "p@example.com" in page and 'id="login-form"' not in page
+    assert "login link was sent" in page and 'id="login-form"' not in page
+    assert "p@example.com" not in page  # knowing a code does not reveal the address
     client.get(local_path(mail_log.links()[-1]))
     assert "already approved" in client.get("/auth/device",
                                             query_string={"code": CODE}).get_data(as_text=True)
@@ -376,3 +378,46 @@ def test_html_pages_are_documented_as_html(client):
     for path in ("/auth/device", "/v1/auth/verify"):
         assert "text/html" in spec["paths"][path]["get"]["responses"]["200"]["content"]
     assert spec["paths"]["/v1/auth/device-code"]["post"]["security"] == []
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+def _concurrently(app, count: int, request) -> list:
+    barrier = threading.Barrier(count)
+    results: list = []
+
+    def run():
+        client = app.test_client()
+        barrier.wait()
+        results.append(request(client))
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == count
+    return results
+
+
+def test_concurrent_polls_hand_out_the_key_once(app, client, mail_log):
+    start(client)
+    submit(client, "race@example.com")
+    client.get(local_path(mail_log.links()[-1]))
+    results = _concurrently(app, 6, poll)
+    approved = [r for r in results if r["status"] == "approved"]
+    assert len(approved) == 1 and "api_key" in approved[0]
+    assert sorted(r["status"] for r in results if r not in approved) == ["claimed"] * 5
+
+
+def test_concurrent_clicks_on_one_link_approve_once(app, client, mail_log):
+    start(client)
+    submit(client, "clicks@example.com")
+    link = local_path(mail_log.links()[-1])
+    statuses = sorted(r.status_code for r in _concurrently(app, 4, lambda c: c.get(link)))
+    assert statuses == [200, 400, 400, 400]
+    body = poll(client)
+    assert body["status"] == "approved"
+    assert client.get("/v1/auth/me", headers=key_headers(body["api_key"])).status_code == 200
+    with app.app_context():
+        assert len(db.session.execute(select(User)).all()) == 1

@@ -107,9 +107,9 @@ class DevicePage(MethodView):
         """Browser page where the user enters the e-mail that approves a CLI login (HTML)."""
         code = query["code"]
         state = services.device_page_state(code)
-        status = {"unknown": 404, "expired": 400}.get(state.status, 200)
-        return render_page("device_code/device.html", status, code=code, state=state.status,
-                           email=state.email, submit_url=url_for("device_code.SubmitEmail"))
+        status = {"unknown": 404, "expired": 400}.get(state, 200)
+        return render_page("device_code/device.html", status, code=code, state=state,
+                           submit_url=url_for("device_code.SubmitEmail"))
 
 
 @blp.route("/v1/auth/verify")

@@ -120,23 +120,17 @@ def create_device_code(code: str, base_url: str, now: datetime | None = None) ->
             "expires_in": int(DEVICE_CODE_TTL.total_seconds())}
 
 
-@dataclass(frozen=True)
-class PageState:
-    """What the browser page should show for a code: its status and, once known, the e-mail."""
+def device_page_state(code: str, now: datetime | None = None) -> str:
+    """The status of ``code`` as the approval page presents it: a row status or ``unknown``.
 
-    status: str  # a row status, or "unknown"
-    email: str | None = None
-
-
-def device_page_state(code: str, now: datetime | None = None) -> PageState:
-    """The state of ``code`` as the approval page presents it (read-only)."""
+    Read-only, and deliberately without the submitted e-mail: knowing a code must not reveal
+    whose address it was sent to.
+    """
     now = now or utcnow()
     row = _find(code) if code else None
     if row is None:
-        return PageState("unknown")
-    if _is_expired(row, now):
-        return PageState(EXPIRED)
-    return PageState(row.status, row.email)
+        return "unknown"
+    return EXPIRED if _is_expired(row, now) else row.status
 
 
 def submit_email(code: str, email: str, base_url: str, now: datetime | None = None) -> dict:
