@@ -11,7 +11,7 @@ export FLASK_APP := wsgi
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps bench lint clean
+.PHONY: run test install system-deps bench soak lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ system-deps:
 test: system-deps $(STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make soak: the reliability suite at full strength (thousands of fuzzed requests).
+soak: system-deps $(STAMP)
+	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 CUELINE_FUZZ_EXAMPLES=100 \
+		CUELINE_SOAK=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 ## make bench: load and scheduler benchmarks on a throwaway PostgreSQL cluster (not part of test).
 bench: system-deps $(STAMP)

@@ -5,6 +5,7 @@ from flask.views import MethodView
 from app.api import Blueprint
 from app.auth import public
 from app.system import services
+from app.system.schemas import HealthSchema, InfoSchema, StatusSchema
 
 blp = Blueprint("system", __name__, description="Health and deployment information.")
 
@@ -12,6 +13,7 @@ blp = Blueprint("system", __name__, description="Health and deployment informati
 @blp.route("/health")
 class Health(MethodView):
     @public
+    @blp.response(200, HealthSchema)
     def get(self):
         """Liveness and database reachability (always 200; see `status`)."""
         return services.health_report()
@@ -20,6 +22,8 @@ class Health(MethodView):
 @blp.route("/status")
 class Status(MethodView):
     @public
+    @blp.response(200, StatusSchema)
+    @blp.alt_response(503, schema=StatusSchema, description="The database is unreachable")
     def get(self):
         """Readiness: 200 when the database answers, 503 otherwise."""
         if services.database_ok():
@@ -30,6 +34,7 @@ class Status(MethodView):
 @blp.route("/v1/info")
 class Info(MethodView):
     @public
+    @blp.response(200, InfoSchema)
     def get(self):
         """Which authentication paths and modules this deployment enables."""
         return services.deployment_info()
