@@ -335,6 +335,13 @@ def test_hostile_code_is_escaped_everywhere(client, mail_log):
     assert page.status_code == 404 and "<img" not in page.get_data(as_text=True)
 
 
+def test_user_supplied_email_is_escaped_on_the_success_page(client, mail_log):
+    start(client)
+    assert submit(client, "o'brien&co@example.com").status_code == 200
+    page = client.get(local_path(mail_log.links()[-1])).get_data(as_text=True)
+    assert "o&#39;brien&amp;co@example.com" in page and "o'brien&co" not in page
+
+
 def test_page_states(client, mail_log, clock):
     assert "unknown" in _failure(client, "/auth/device", 404)
     start(client)
