@@ -41,8 +41,10 @@ def upgrade():
         sa.UniqueConstraint("session_token_hash", name=op.f("uq_device_codes_session_token_hash")),
     )
     op.create_index(op.f("ix_device_codes_user_id"), "device_codes", ["user_id"])
+    op.create_index(op.f("ix_device_codes_expires_at"), "device_codes", ["expires_at"])
 
 
 def downgrade():
+    op.drop_index(op.f("ix_device_codes_expires_at"), table_name="device_codes")
     op.drop_index(op.f("ix_device_codes_user_id"), table_name="device_codes")
     op.drop_table("device_codes")
