@@ -36,7 +36,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def _epoch(now: datetime | int | float) -> int:
+def _epoch(now: datetime | float) -> int:
     return int(now.timestamp()) if isinstance(now, datetime) else int(now)
 
 
@@ -47,7 +47,7 @@ def compute_signature(secret: str, body_str: str, timestamp: int) -> str:
     return f"{SIGNATURE_VERSION}={digest}"
 
 
-def signature_headers(secret: str, body_str: str, now: datetime | int | float) -> dict[str, str]:
+def signature_headers(secret: str, body_str: str, now: datetime | float) -> dict[str, str]:
     """The two signature headers for ``body_str`` signed at ``now``."""
     timestamp = _epoch(now)
     return {

@@ -27,6 +27,7 @@ from app.extensions import db
 from app.scheduling import schedule as sched
 from app.scheduling.delivery import deliver_webhook, escalate_failure
 from app.scheduling.models import Cue, Execution, Worker
+from app.users.models import User
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
     batch = batch or config["POLLER_BATCH_SIZE"]
     cap = config["POLLER_MAX_CATCH_UP_SLOTS"]
     query = (select(Cue).where(Cue.status == "active", Cue.next_run.is_not(None),
-                               Cue.next_run <= now)
+                               Cue.next_run <= now,
+                               # Deactivated owners' cues wait; on reactivation the catch-up
+                               # policy below decides how many overdue slots still fire.
+                               Cue.user_id.in_(select(User.id).where(User.active)))
              .order_by(Cue.next_run).limit(batch))
     if dialect_name() == "postgresql":
         query = query.with_for_update(skip_locked=True)

@@ -57,4 +57,6 @@ JOBS: tuple[Job, ...] = (
     Job("message_push_recovery", "app.messaging.jobs:recover_stale_pushes", interval=5.0),
     Job("message_retention", "app.messaging.jobs:run_retention",
         interval="MESSAGE_RETENTION_INTERVAL_SECONDS"),
+    Job("audit_retention", "app.auth.audit:prune_audit",
+        interval="AUDIT_RETENTION_INTERVAL_SECONDS"),
 )

@@ -71,7 +71,7 @@ class DeliveryPool:
             try:
                 with self.app.app_context():
                     fn(*args)
-            except Exception:  # noqa: BLE001 - one failed delivery must not kill the pool
+            except Exception:
                 log.exception("delivery task %s failed", getattr(fn, "__name__", fn))
             finally:
                 with self._lock:
@@ -125,7 +125,7 @@ class JobContext:
             try:
                 with self.app.app_context():
                     release()
-            except Exception:  # noqa: BLE001 - keep releasing the others
+            except Exception:
                 log.exception("release on shutdown failed")
 
 
@@ -170,7 +170,7 @@ class Worker:
         try:
             with self.app.app_context():
                 return int(fn(self.ctx) or 0)
-        except Exception:  # noqa: BLE001 - a failing job is logged and retried next cycle
+        except Exception:
             log.exception("job %s failed", job.name)
             with self.app.app_context():
                 from app.extensions import db

@@ -247,8 +247,9 @@ def test_retries_follow_backoff_then_succeed(app, client, account, receiver):
 
 
 def test_final_failure_escalates(app, client, account, receiver):
-    from tests.scheduling.conftest import _Handler  # a second receiver for the alert
     from http.server import ThreadingHTTPServer
+
+    from tests.scheduling.conftest import _Handler  # a second receiver for the alert
 
     alerts = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     alerts.requests, alerts.statuses, alerts.event = [], [], threading.Event()

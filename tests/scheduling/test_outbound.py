@@ -122,10 +122,7 @@ def test_delivery_check_loopback_rules(fake_dns):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    status = 200
-    extra_headers: dict = {}
-
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         self.server.seen.append((self.command, dict(self.headers), self.rfile.read(length)))
         self.send_response(self.server.status)
@@ -177,7 +174,7 @@ def test_send_sends_exact_bytes_and_does_not_follow_redirects(receiver):
     assert result.outcome == "terminal"
     assert result.retry_after == 7
     assert len(receiver.seen) == 1  # the redirect target was never requested
-    method, headers, body = receiver.seen[0]
+    _method, headers, body = receiver.seen[0]
     assert body == b'{"x": "\\u00e9"}'
     assert headers["User-Agent"] == "CueAPI/1.0" and headers["X-Test"] == "1"
 
@@ -206,7 +203,7 @@ def test_send_timeout_is_retryable(receiver):
     import time
 
     class Slow(_Receiver):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             time.sleep(1.5)
             super().do_POST()
 

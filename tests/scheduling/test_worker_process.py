@@ -23,7 +23,7 @@ FLASK = str(Path(sys.executable).parent / "flask")
 
 
 class _SlowHandler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.arrived.set()
         time.sleep(self.server.delay)
@@ -126,9 +126,14 @@ def test_disabled_primitive_worker_skips_jobs(make_app, db_url, tmp_path, slow_r
     execution_id = _fire(app, slow_receiver.url)
     process = _start_worker(db_url, tmp_path, DISABLE_CUE_PRIMITIVE="true")
     try:
-        time.sleep(2)
+        lines = []
+        for line in process.stdout:  # wait until the loop runs (signal handlers installed)
+            lines.append(line)
+            if "worker started" in line:
+                break
+        time.sleep(1)
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=20)[0]
+        output = "".join(lines) + process.communicate(timeout=20)[0]
     finally:
         if process.poll() is None:
             process.kill()
@@ -165,8 +170,13 @@ def test_run_all_stops_web_and_worker_together(db_url, tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.3)
         assert healthy
+        lines = []
+        for line in process.stdout:  # the worker's loop is running (signal handlers set)
+            lines.append(line)
+            if "worker started" in line:
+                break
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0]
+        output = "".join(lines) + process.communicate(timeout=30)[0]
         assert process.returncode == 0, output[-2000:]
         assert "worker started" in output and "worker stopped" in output
         deadline = time.monotonic() + 10

@@ -6,7 +6,11 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
-from app.scheduling.schemas import WorkerHeartbeatAckSchema, WorkerHeartbeatSchema, WorkerListSchema
+from app.scheduling.schemas import (
+    WorkerHeartbeatAckSchema,
+    WorkerHeartbeatSchema,
+    WorkerListSchema,
+)
 from app.scheduling.services import workers as services
 
 blp = Blueprint("workers", __name__, url_prefix="/v1",
