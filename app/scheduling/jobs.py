@@ -23,6 +23,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import dialect_name, utcnow
+from app.errors import AppError
 from app.extensions import db
 from app.scheduling import schedule as sched
 from app.scheduling.delivery import deliver_webhook, escalate_failure
@@ -74,9 +75,18 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
         if cue.schedule_type == "once":
             slots, next_run = [cue.next_run], None
         else:
-            slots = sched.latest_cron_times(cue.schedule_cron, cue.schedule_timezone,
-                                            cue.next_run, now, cap) or [cue.next_run]
-            next_run = sched.next_cron_time(cue.schedule_cron, cue.schedule_timezone, now)
+            try:
+                slots = sched.latest_cron_times(cue.schedule_cron, cue.schedule_timezone,
+                                                cue.next_run, now, cap) or [cue.next_run]
+                next_run = sched.next_cron_time(cue.schedule_cron, cue.schedule_timezone, now)
+            except AppError as exc:
+                # One unusable schedule (e.g. a time zone removed from the system database)
+                # must not stall every other cue: stop scheduling this one and say why.
+                log.warning("cue %s: schedule cannot be evaluated (%s); next_run cleared",
+                            cue.id, exc.message)
+                cue.next_run = None
+                cue.updated_at = now
+                continue
         inserted = sum(_insert_slot(cue.id, slot, now) for slot in slots)
         if inserted < len(slots) or slots[0] > cue.next_run:
             log.info("cue %s: fired %d slot(s), skipped older overdue slots since %s",

@@ -172,10 +172,13 @@ class Worker:
                 return int(fn(self.ctx) or 0)
         except Exception:
             log.exception("job %s failed", job.name)
-            with self.app.app_context():
-                from app.extensions import db
+            try:
+                with self.app.app_context():
+                    from app.extensions import db
 
-                db.session.rollback()
+                    db.session.rollback()
+            except Exception:  # noqa: BLE001 - database unreachable: next cycle retries
+                log.warning("job %s: rollback failed", job.name)
             return 0
 
     def run(self) -> None:

@@ -443,3 +443,16 @@ def test_execution_heartbeat_extends_the_lease(app, client, account):
         assert jobs.recover_abandoned_claims(now + timedelta(seconds=1701)) == 1
         # Worker executions are not swept by the generic stale-delivery rule (§16 #9).
         assert jobs.recover_stale_deliveries(now + timedelta(hours=1)) == 0
+
+
+def test_unusable_schedule_does_not_stall_other_cues(app, client, account):
+    good = _cue(client, account, name="good", schedule={"type": "recurring",
+                                                        "cron": "*/5 * * * *"})
+    bad = _cue(client, account, name="bad", schedule={"type": "recurring",
+                                                      "cron": "*/5 * * * *"})
+    _set(app, Cue, good, next_run=T0)
+    _set(app, Cue, bad, next_run=T0 - timedelta(minutes=1), schedule_cron="0 0 30 2 *")
+    with app.app_context():
+        assert jobs.schedule_due_cues(T0 + timedelta(seconds=1)) == 1
+    assert _cue_row(app, bad).next_run is None
+    assert [e.scheduled_for for e in _executions(app, good)] == [T0]
