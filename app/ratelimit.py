@@ -28,7 +28,8 @@ from limits import parse
 from app.errors import AppError
 
 #: Paths never rate limited (probes, docs, the service-only surface).
-EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/openapi.json", "/docs"})
+EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/openapi.json", "/docs",
+                          "/auth/device", "/v1/auth/verify"})
 EXEMPT_PREFIXES = ("/v1/internal/", "/docs/")
 
 
@@ -84,7 +85,44 @@ def build_limiter(app: Flask) -> Limiter:
         key_prefix="cueline",
     )
     app.extensions["cueline_limiter"] = limiter
+    # Runs after the limiter's own hook: the subject user's limit is checked first.
+    app.before_request(_check_service_principal_limit)
     return limiter
+
+
+def _check_service_principal_limit() -> None:
+    """``SERVICE_RATE_LIMIT_PER_MINUTE``: one bucket per service principal, over all its users.
+
+    Counted for delegated requests on top of the subject user's bucket (``/v1/internal/*`` stays
+    unlimited, as the wire protocol has it).  A refusal is ``429 rate_limit_exceeded`` with
+    ``limit_scope: "service"`` so an integrator can tell its own cap from a user's.
+    """
+    per_minute = current_app.config["SERVICE_RATE_LIMIT_PER_MINUTE"]
+    limiter: Limiter = current_app.extensions["cueline_limiter"]
+    path = request.path
+    if (per_minute <= 0 or not limiter.enabled or request.method == "OPTIONS"
+            or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)):
+        return
+    from app.auth.decorators import try_identity
+
+    identity = try_identity()
+    if identity is None or identity.principal is None:
+        return
+    item = parse(f"{per_minute} per minute")
+    bucket = f"principal:{identity.principal.principal_id or identity.principal.name}"
+    try:
+        allowed = limiter.limiter.hit(item, "service-principal", bucket)
+        if not allowed:
+            reset, _remaining = limiter.limiter.get_window_stats(item, "service-principal", bucket)
+    except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
+        current_app.logger.warning("rate limit storage unavailable; service limit not enforced")
+        return
+    if not allowed:
+        retry = max(1, int(reset - time.time()))
+        raise AppError("rate_limit_exceeded",
+                       f"Too many requests from this service principal: {per_minute} per "
+                       f"minute; retry in {retry} s", 429,
+                       headers={"Retry-After": str(retry)}, limit_scope="service")
 
 
 def limit(limit_value: str, key: Callable[[], str], scope: str):
