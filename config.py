@@ -52,6 +52,14 @@ class Config:
     INTERNAL_AUTH_TOKEN: str = ""
     ALLOW_REGISTER: bool = True
 
+    # --- delegation: env-token rotation, service principals, audit trail ---------------------
+    INTERNAL_AUTH_TOKEN_PREVIOUS: str = ""
+    SERVICE_RATE_LIMIT_PER_MINUTE: int = 0
+    AUDIT_RETENTION_DAYS: int = 90
+    AUDIT_RETENTION_INTERVAL_SECONDS: int = 3600
+    AUDIT_FLUSH_INTERVAL_SECONDS: float = 0.5
+    AUDIT_FLUSH_BATCH: int = 500
+
     # --- packaging flags --------------------------------------------------------------------
     DISABLE_DEVICE_CODE: bool = False
     DISABLE_CUE_PRIMITIVE: bool = False
@@ -237,6 +245,28 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     problems.extend(_scheduling_problems(values))
     problems.extend(_messaging_problems(values))
     problems.extend(_mail_problems(values))
+    problems.extend(_delegation_problems(values))
+    return problems
+
+
+def _delegation_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the env-token rotation, service rate limit and audit settings."""
+    problems: list[str] = []
+    previous = values["INTERNAL_AUTH_TOKEN_PREVIOUS"]
+    if previous:
+        if len(previous) < MIN_SECRET_LENGTH or re.search(r"\s", previous):
+            problems.append(f"INTERNAL_AUTH_TOKEN_PREVIOUS must be at least {MIN_SECRET_LENGTH} "
+                            "characters without whitespace (or empty)")
+        if previous == values["INTERNAL_AUTH_TOKEN"]:
+            problems.append("INTERNAL_AUTH_TOKEN_PREVIOUS equals INTERNAL_AUTH_TOKEN; set it to "
+                            "the old value during a rotation, or leave it empty")
+    for name in ("SERVICE_RATE_LIMIT_PER_MINUTE", "AUDIT_RETENTION_DAYS"):
+        if values[name] < 0:
+            problems.append(f"{name} must not be negative (0 = no limit / keep forever)")
+    if values["AUDIT_RETENTION_INTERVAL_SECONDS"] < 1 or values["AUDIT_FLUSH_BATCH"] < 1:
+        problems.append("AUDIT_RETENTION_INTERVAL_SECONDS and AUDIT_FLUSH_BATCH must be at least 1")
+    if not 0 < values["AUDIT_FLUSH_INTERVAL_SECONDS"] <= 60:
+        problems.append("AUDIT_FLUSH_INTERVAL_SECONDS must be greater than 0 and at most 60")
     return problems
 
 

@@ -131,6 +131,9 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
 
     # 5. Request plumbing; authentication itself is lazy (see app.auth.decorators).
     _install_request_hooks(app)
+    from app.auth.audit import init_audit
+
+    init_audit(app)  # the buffered audit trail of service principals
 
     # 6. Blueprints from MODULES.
     mounted = []

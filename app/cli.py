@@ -1,4 +1,4 @@
-"""Flask CLI groups: ``config``, ``users``, ``invites`` (and the worker's, registered here too).
+"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's).
 
 ``config`` is also published as a ``flask.commands`` entry point so it runs *without* building
 the app: a deploy pipeline can check a configuration that ``create_app`` would refuse.
@@ -138,6 +138,93 @@ def invites_revoke(invite_id):
     click.echo(f"Revoked {invite_id}.")
 
 
+@click.group("services", help="Named service principals for delegation (svc_ keys).")
+def services_group():
+    pass
+
+
+def _principal_call(fn, *args, **kwargs):
+    from app.errors import AppError
+
+    try:
+        return fn(*args, **kwargs)
+    except AppError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+
+
+def _echo_new_key(new, what: str) -> None:
+    click.echo(f"{what} {new.principal.name} (key {new.key.id}, {new.key.key_prefix}…).")
+    click.echo("Key (shown once, store it now):")
+    click.echo(new.token)
+
+
+@services_group.command("create")
+@click.argument("name")
+@click.option("--owner", default=None,
+              help="Bind the principal to the users of this owner tag (external_owner).")
+@click.option("--scope", "scopes", multiple=True,
+              type=click.Choice(["users:write", "users:act", "keys:mint"]),
+              help="Grant a scope (repeatable). Default: users:write and users:act.")
+@with_appcontext
+def services_create(name, owner, scopes):
+    """Create a service principal and print its first key once."""
+    from app.auth.principals import create_principal
+
+    new = _principal_call(create_principal, name, owner=owner, scopes=scopes or None)
+    _echo_new_key(new, "Created service principal")
+
+
+@services_group.command("rotate")
+@click.argument("name")
+@with_appcontext
+def services_rotate(name):
+    """Add a second live key (both work until you retire the old one)."""
+    from app.auth.principals import rotate_key
+
+    _echo_new_key(_principal_call(rotate_key, name), "New key for")
+    click.echo("Deploy it, then: flask services retire-key " + name)
+
+
+@services_group.command("retire-key")
+@click.argument("name")
+@click.argument("key", required=False)
+@with_appcontext
+def services_retire_key(name, key):
+    """Retire KEY (its id or svc_ prefix) of NAME, or its oldest live key."""
+    from app.auth.principals import retire_key
+
+    retired = _principal_call(retire_key, name, key)
+    click.echo(f"Retired key {retired.id} ({retired.key_prefix}…) of {name}.")
+
+
+@services_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def services_revoke(name):
+    """Revoke a principal: every key of it is refused from the next request on."""
+    from app.auth.principals import revoke_principal
+
+    _principal_call(revoke_principal, name)
+    click.echo(f"Revoked {name}.")
+
+
+@services_group.command("list")
+@with_appcontext
+def services_list():
+    """List principals: owner, scopes, state and keys (never the keys themselves)."""
+    from app.auth.principals import list_principals
+
+    for principal, keys in list_principals():
+        state = "revoked" if principal.revoked_at else "active"
+        click.echo(f"{principal.name}  {state}  owner {principal.owner or '-'}  "
+                   f"scopes {principal.scopes}")
+        for key in keys:
+            used = key.last_used_at.isoformat() if key.last_used_at else "never"
+            key_state = "retired" if key.retired_at else "live"
+            click.echo(f"    {key.id}  {key.key_prefix}…  {key_state:7}  "
+                       f"created {key.created_at.isoformat()}  last used {used}")
+
+
 @click.group("worker", help="The background worker: scheduler, deliveries, sweeps.")
 def worker_group():
     pass
@@ -172,3 +259,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(config_group)
     app.cli.add_command(users_group)
     app.cli.add_command(invites_group)
+    app.cli.add_command(services_group)

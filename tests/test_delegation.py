@@ -66,14 +66,14 @@ def test_create_then_update_without_clobbering(delegation_client):
     assert first.get_json() == {
         "id": str(user_id), "email": "carol@example.com", "slug": "carol", "plan": "pro",
         "active_cue_limit": 50, "monthly_execution_limit": 300, "monthly_message_limit": 300,
-        "rate_limit_per_minute": 600, "created": True}
+        "rate_limit_per_minute": 600, "active": True, "created": True}
     second = upsert(delegation_client, user_id, {
         "email": "carol@new.example", "slug": "carol2", "plan": None, "monthly_message_limit": 5})
     assert second.status_code == 200
     assert second.get_json() == {
         "id": str(user_id), "email": "carol@new.example", "slug": "carol2", "plan": "pro",
         "active_cue_limit": 50, "monthly_execution_limit": 300, "monthly_message_limit": 5,
-        "rate_limit_per_minute": 600, "created": False}
+        "rate_limit_per_minute": 600, "active": True, "created": False}
     assert "external_owner" not in second.get_json()
 
 

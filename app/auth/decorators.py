@@ -15,7 +15,7 @@ from functools import wraps
 from flask import g, request
 
 from app.auth.identity import Identity
-from app.auth.resolver import resolve_identity, resolve_service
+from app.auth.resolver import require_scope, resolve_identity, resolve_service
 from app.errors import AppError
 
 SERVICE_SECURITY = [{"ServiceToken": []}, {"ServiceKey": []}]
@@ -55,27 +55,58 @@ def try_identity() -> Identity | None:
         return None
 
 
-def auth_required(view):
-    """Require a user identity (API key, session, or delegation) before the view runs."""
+def _optional_scope(decorator_factory):
+    """Let a decorator be used bare (``@auth_required``) or with a scope (``@auth_required("x")``)."""
 
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        _load_identity()
-        return view(*args, **kwargs)
+    @wraps(decorator_factory)
+    def outer(view_or_scope=None):
+        if callable(view_or_scope):
+            return decorator_factory(None)(view_or_scope)
+        return decorator_factory(view_or_scope)
 
-    return wrapper
+    return outer
 
 
-def service_required(view):
-    """Require a service credential (internal endpoints); ``X-On-Behalf-Of`` is not used."""
+@_optional_scope
+def auth_required(scope: str | None = None):
+    """Require a user identity (API key, session, or delegation) before the view runs.
 
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        g.identity = resolve_service()
-        return view(*args, **kwargs)
+    With ``scope``, a delegated request also needs that scope on its service principal (a user
+    acting with their own key or session is not affected).
+    """
 
-    _document(wrapper, security=SERVICE_SECURITY)
-    return wrapper
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            identity = _load_identity()
+            if scope and identity.principal is not None:
+                require_scope(identity.principal, scope)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@_optional_scope
+def service_required(scope: str | None = None):
+    """Require a service credential (internal endpoints) holding ``scope`` when given.
+
+    ``X-On-Behalf-Of`` is not used.
+    """
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            g.identity = resolve_service()
+            if scope:
+                require_scope(g.identity.principal, scope)
+            return view(*args, **kwargs)
+
+        _document(wrapper, security=SERVICE_SECURITY)
+        return wrapper
+
+    return decorator
 
 
 def public(view):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,13 +23,33 @@ class AuthPath(enum.StrEnum):
     SERVICE = "service"          # service credential alone (internal endpoints)
 
 
+#: ``users:write`` — upsert, deactivate, bulk sync, invites, read the audit trail;
+#: ``users:act`` — act for a user with ``X-On-Behalf-Of``;
+#: ``keys:mint`` — regenerate (or reveal) a user's API key while acting for them.
+ALL_SCOPES = frozenset({"users:write", "users:act", "keys:mint"})
+
+
 @dataclass(frozen=True)
 class ServicePrincipal:
-    """A service that may act for users.  The env ``INTERNAL_AUTH_TOKEN`` is principal ``env``."""
+    """A service that may act for users.  The env ``INTERNAL_AUTH_TOKEN`` is principal ``env``.
+
+    ``key_id`` names the key that authenticated this request (``env``, ``env-previous``, or a
+    stored key's id); ``owner`` binds the principal to the users of that owner tag (None = all
+    users); ``principal_id`` is None for the built-in env principal.
+    """
 
     name: str
     key_id: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    owner: str | None = None
+    principal_id: uuid.UUID | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def may_act_for(self, user: User) -> bool:
+        """Whether the owner binding lets this principal act for ``user``."""
+        return self.owner is None or user.external_owner == self.owner
 
 
 @dataclass(frozen=True)

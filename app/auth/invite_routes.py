@@ -28,7 +28,7 @@ def invite_view(invite, redemptions=()) -> dict:
 
 @blp.route("/invites")
 class Invites(MethodView):
-    @service_required
+    @service_required("users:write")
     @blp.arguments(InviteCreateSchema)
     @blp.response(201, NewInviteSchema)
     def post(self, body):
@@ -36,7 +36,7 @@ class Invites(MethodView):
         new = services.create_invite(f"service:{current_identity.principal.name}", **body)
         return invite_view(new.invite) | {"token": new.token}
 
-    @service_required
+    @service_required("users:write")
     @blp.response(200, InviteListSchema)
     def get(self):
         """List invites with their use counts and redemptions (never tokens)."""
@@ -45,7 +45,7 @@ class Invites(MethodView):
 
 @blp.route("/invites/<invite_id>")
 class InviteById(MethodView):
-    @service_required
+    @service_required("users:write")
     @blp.response(204)
     def delete(self, invite_id):
         """Revoke an invite; it can no longer be redeemed."""

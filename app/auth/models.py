@@ -1,11 +1,11 @@
-"""Credential records beyond the user row: rotated API keys and registration invites."""
+"""Credential records beyond the user row: rotated API keys, invites, service principals, audit."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Uuid
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import UTCDateTime, utcnow
@@ -56,3 +56,60 @@ class InviteRedemption(db.Model):
     user_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), unique=True)
     redeemed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ServicePrincipalRecord(db.Model):
+    """A named service that may act for users (delegation), with an optional owner binding.
+
+    ``scopes`` is a space-separated list (``users:write users:act keys:mint``).  A revoked
+    principal keeps its row (and its audit trail) but no key of it is accepted any more.
+    """
+
+    __tablename__ = "service_principals"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ServiceKey(db.Model):
+    """One key (``svc_…``, stored as its SHA-256) of a principal; at most two are live at once."""
+
+    __tablename__ = "service_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    principal_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("service_principals.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditRecord(db.Model):
+    """One request a service principal made (delegated, or on ``/v1/internal``).
+
+    Deliberately without foreign keys: the trail outlives renamed or revoked principals and is
+    written in batches off the request path.
+    """
+
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        Index(None, "principal", "at"),
+        Index(None, "user_id", "at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(36))

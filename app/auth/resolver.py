@@ -3,23 +3,26 @@
 One function per credential path, tried in a fixed precedence by :func:`resolve_identity`:
 
 1. ``X-Service-Key: <token>`` or ``Authorization: Bearer <token>`` equal to a service credential
-   (only while ``EXTERNAL_AUTH_BACKEND=true``) → Path 2, acting for ``X-On-Behalf-Of``.
+   (only while ``EXTERNAL_AUTH_BACKEND=true``): the env token (or its previous value during a
+   rotation), or a named principal's ``svc_`` key → Path 2, acting for ``X-On-Behalf-Of``
+   within the principal's scopes and owner binding.
 2. ``Authorization: Bearer cue_sk_…`` → Path 1, per-user API key.
 3. any other bearer → Path 3, session JWT.
 
 Ambiguous requests are rejected rather than reinterpreted: both ``Authorization`` and
 ``X-Service-Key`` → 400 ``conflicting_credentials``; ``X-On-Behalf-Of`` beside a user credential →
-400 ``on_behalf_of_requires_service_credential``.
+400 ``on_behalf_of_requires_service_credential``.  A deactivated user is refused on every path
+with 403 ``user_inactive``, here and nowhere else.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from flask import current_app, request
+from flask import current_app, g, request
 from sqlalchemy import select
 
-from app.auth.identity import AuthPath, Identity, ServicePrincipal
+from app.auth.identity import ALL_SCOPES, AuthPath, Identity, ServicePrincipal
 from app.auth.tokens import (
     API_KEY_PREFIX,
     SessionError,
@@ -27,16 +30,18 @@ from app.auth.tokens import (
     hash_secret,
     secrets_equal,
 )
-from app.errors import BadRequest, NotFound, Unauthorized
+from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from app.extensions import db
 
 ON_BEHALF_OF = "X-On-Behalf-Of"
 SERVICE_KEY = "X-Service-Key"
 
 #: The built-in principal behind the env ``INTERNAL_AUTH_TOKEN``: unrestricted.
-ENV_PRINCIPAL = ServicePrincipal(
-    name="env", key_id="env", scopes=frozenset({"users:write", "users:act", "keys:mint"})
-)
+ENV_PRINCIPAL = ServicePrincipal(name="env", key_id="env", scopes=ALL_SCOPES)
+#: The same principal authenticated by ``INTERNAL_AUTH_TOKEN_PREVIOUS`` (during a rotation).
+ENV_PREVIOUS_PRINCIPAL = ServicePrincipal(name="env", key_id="env-previous", scopes=ALL_SCOPES)
+#: Prefix of named principals' keys (app.auth.principals).
+SERVICE_KEY_PREFIX = "svc_"
 
 
 def _bearer() -> str | None:
@@ -58,13 +63,47 @@ def _presented_service_token() -> tuple[str | None, bool]:
 
 
 def find_service_principal(token: str | None) -> ServicePrincipal | None:
-    """The service principal owning ``token``, or None (also when delegation is off)."""
+    """The service principal owning ``token``, or None (also when delegation is off).
+
+    The env tokens (``INTERNAL_AUTH_TOKEN`` and, during a rotation, ``INTERNAL_AUTH_TOKEN_PREVIOUS``)
+    are compared in constant time; a ``svc_`` key is looked up by its hash among the live keys of
+    unrevoked principals (no cache, so revocation applies to the next request).
+    """
     config = current_app.config
     if not token or not config["EXTERNAL_AUTH_BACKEND"]:
         return None
     if secrets_equal(token, config["INTERNAL_AUTH_TOKEN"]):
         return ENV_PRINCIPAL
+    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN_PREVIOUS"]):
+        return ENV_PREVIOUS_PRINCIPAL
+    if token.startswith(SERVICE_KEY_PREFIX):
+        from app.auth.principals import find_principal_by_token
+
+        return find_principal_by_token(token)
     return None
+
+
+def require_scope(principal: ServicePrincipal, scope: str) -> None:
+    """403 ``missing_scope_<scope>`` unless ``principal`` holds ``scope``."""
+    if not principal.has_scope(scope):
+        raise Forbidden(f"missing_scope_{scope.replace(':', '_')}",
+                        f"The service principal {principal.name!r} lacks the scope {scope!r}",
+                        scope=scope)
+
+
+def _check_active(user) -> None:
+    """A deactivated user is refused on every credential path."""
+    if not user.active:
+        raise Forbidden("user_inactive", "This user is deactivated")
+
+
+def _note_principal(principal: ServicePrincipal, subject=None) -> None:
+    """Remember who acted (and for whom) for the audit trail and key-usage tracking."""
+    from app.auth.audit import note_key_used
+
+    g.service_principal = principal
+    g.on_behalf_of = subject
+    note_key_used(principal)
 
 
 def _reject_mixed_headers() -> None:
@@ -76,9 +115,16 @@ def _reject_mixed_headers() -> None:
 
 
 def _on_behalf_of_user(principal: ServicePrincipal) -> Identity:
-    """Path 2: resolve ``X-On-Behalf-Of`` to the user the principal acts for."""
+    """Path 2: resolve ``X-On-Behalf-Of`` to the user the principal acts for.
+
+    Order: scope ``users:act`` (403) → header present (400) → a UUID (400) → a user the
+    principal's owner binding covers (404 ``user_not_found``, identical for another owner's user
+    and for no user at all) → active (403 ``user_inactive``).
+    """
     from app.users.models import User
 
+    _note_principal(principal)
+    require_scope(principal, "users:act")
     raw = (request.headers.get(ON_BEHALF_OF) or "").strip()
     if not raw:
         raise BadRequest(
@@ -89,9 +135,11 @@ def _on_behalf_of_user(principal: ServicePrincipal) -> Identity:
         user_id = uuid.UUID(raw)
     except ValueError:
         raise BadRequest("invalid_on_behalf_of", f"{ON_BEHALF_OF} must be a user UUID") from None
+    g.on_behalf_of = user_id
     user = db.session.get(User, user_id)
-    if user is None:
+    if user is None or not principal.may_act_for(user):
         raise NotFound("user_not_found", f"No user with id {user_id}")
+    _check_active(user)
     return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
 
 
@@ -108,6 +156,7 @@ def _api_key_user(token: str) -> Identity:
             raise Unauthorized("key_rotated",
                                "This API key was replaced by a new one; use the new key")
         raise Unauthorized("invalid_api_key", "Invalid or missing API key")
+    _check_active(user)
     return Identity(path=AuthPath.API_KEY, user=user)
 
 
@@ -125,6 +174,7 @@ def _session_user(token: str) -> Identity:
     user = db.session.get(User, user_id)
     if user is None:
         raise Unauthorized("user_not_found", "The session's user no longer exists")
+    _check_active(user)
     return Identity(path=AuthPath.SESSION, user=user)
 
 
@@ -135,7 +185,8 @@ def resolve_identity() -> Identity:
     principal = find_service_principal(token)
     if principal is not None:
         return _on_behalf_of_user(principal)
-    if explicit:
+    if explicit or (token and token.startswith(SERVICE_KEY_PREFIX)
+                     and current_app.config["EXTERNAL_AUTH_BACKEND"]):
         raise Unauthorized("invalid_internal_token", "Invalid service credential")
     if not token:
         raise Unauthorized("invalid_api_key", "Invalid or missing API key")
@@ -167,4 +218,5 @@ def resolve_service() -> Identity:
     principal = find_service_principal(token)
     if principal is None:
         raise Unauthorized("invalid_internal_token", "Invalid service credential")
+    _note_principal(principal)
     return Identity(path=AuthPath.SERVICE, principal=principal)

@@ -74,7 +74,7 @@ class Me(MethodView):
 
 @blp.route("/key/regenerate")
 class KeyRegenerate(MethodView):
-    @auth_required
+    @auth_required("keys:mint")  # a service acting for the user needs this scope
     @blp.response(200, RegeneratedKeySchema)
     def post(self):
         """Replace the API key (needs `X-Confirm-Destructive: true`); the old key stops working."""
@@ -86,7 +86,7 @@ class KeyRegenerate(MethodView):
 
 @blp.route("/key")
 class Key(MethodView):
-    @auth_required
+    @auth_required("keys:mint")  # revealing hands out the user's key, like minting one
     @blp.response(200, RevealedKeySchema)
     def get(self):
         """Reveal the stored API key, when a copy exists (after a regenerate or CLI login)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, Uuid
+from sqlalchemy import Boolean, Integer, String, Text, Uuid, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import UTCDateTime, utcnow
@@ -39,6 +39,8 @@ class User(db.Model):
     api_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(70), nullable=True)
     external_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # False = deactivated: refused on every credential path, cues stop firing; nothing deleted.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -149,23 +149,42 @@ def _conflict_from(exc: IntegrityError) -> Conflict:
     raise exc
 
 
-def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any]) -> tuple[User, bool]:
+class OwnerConflict(Conflict):
+    """The user belongs to another owner than the calling principal's."""
+
+    def __init__(self):
+        super().__init__("user_owned_by_another_owner",
+                         "This user id belongs to another owner; a principal bound to an owner "
+                         "can only manage that owner's users")
+
+
+def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
+                         owner: str | None = None) -> tuple[User, bool]:
     """Create or update the user ``user_id`` as an integrator describes it; idempotent.
 
-    ``email`` and ``slug`` are always overwritten; the optional fields change only when given and
-    non-null (on insert they take the defaults).  A new user gets a random API key that is never
-    revealed (the integrator acts for them by delegation) and a fresh webhook secret.  Returns
-    ``(user, created)``; exactly one of any number of concurrent calls for a new id sees
-    ``created=True``.  An email or slug held by another user → 409, nothing changed.
+    ``email`` and ``slug`` are always overwritten; the optional fields (including ``active``)
+    change only when given and non-null (on insert they take the defaults).  A new user gets a
+    random API key that is never revealed (the integrator acts for them by delegation) and a
+    fresh webhook secret.  Returns ``(user, created)``; exactly one of any number of concurrent
+    calls for a new id sees ``created=True``.  An email or slug held by another user → 409,
+    nothing changed.
+
+    ``owner`` is the calling principal's owner tag: when set, ``external_owner`` is stamped from
+    it (the body's value is ignored) and an existing user of any other owner (or of none) is
+    refused with 409 ``user_owned_by_another_owner``.
     """
     email = normalize_email(data["email"])
     slug = data["slug"]
     given = {k: data[k] for k in OPTIONAL_UPSERT_FIELDS if data.get(k) is not None}
+    if owner is not None:
+        given["external_owner"] = owner
+    if data.get("active") is not None:
+        given["active"] = data["active"]
     _check_identity_conflicts(user_id, email, slug)
     now = utcnow()
     stub_key = generate_api_key()
     insert_values = {
-        **OPTIONAL_UPSERT_FIELDS, **given,
+        **OPTIONAL_UPSERT_FIELDS, "active": True, **given,
         "id": user_id, "email": email, "slug": slug,
         "api_key_hash": hash_secret(stub_key), "api_key_prefix": key_prefix(stub_key),
         "webhook_secret": generate_webhook_secret(), "created_at": now, "updated_at": now,
@@ -173,16 +192,48 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any]) -> tuple[User
     try:
         created = insert_if_absent(User, insert_values, key="id")
         if not created:
-            db.session.execute(
-                update(User).where(User.id == user_id)
+            condition = [User.id == user_id]
+            if owner is not None:
+                # Atomic with the write: no window for another owner's user to be taken over.
+                condition.append(User.external_owner == owner)
+            result = db.session.execute(
+                update(User).where(*condition)
                 .values(email=email, slug=slug, updated_at=now, **given)
             )
+            if result.rowcount != 1:
+                raise OwnerConflict()
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         raise _conflict_from(exc) from None
+    except AppError:
+        db.session.rollback()
+        raise
     user = db.session.get(User, user_id, populate_existing=True)
     return user, created
+
+
+def get_internal_user(user_id: uuid.UUID, owner: str | None = None) -> User:
+    """The user ``user_id`` as a principal with ``owner`` may see it.
+
+    Another owner's user answers exactly like a missing one: ``NotFound('user_not_found')``.
+    """
+    user = db.session.get(User, user_id)
+    if user is None or (owner is not None and user.external_owner != owner):
+        raise NotFound("user_not_found", f"No user with id {user_id}")
+    return user
+
+
+def deactivate_user(user_id: uuid.UUID, owner: str | None = None) -> User:
+    """Deactivate ``user_id`` (idempotent); nothing is deleted, an upsert with ``active: true``
+    reactivates.  From the next request on, every credential of the user is refused with 403
+    ``user_inactive`` and their cues stop firing."""
+    user = get_internal_user(user_id, owner)
+    if user.active:
+        user.active = False
+        user.updated_at = utcnow()
+        db.session.commit()
+    return user
 
 
 def account_summary(user: User) -> dict[str, Any]:

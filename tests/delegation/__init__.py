@@ -1,0 +1,1 @@
+"""Tests of delegation beyond the env token: principals, owners, scopes, lifecycle, audit."""
