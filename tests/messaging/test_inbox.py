@@ -117,6 +117,11 @@ def test_paging(alice, agents, client):
     ids = [alice.send(one["id"], two["id"], body=str(i)).get_json()["id"] for i in range(5)]
     page = _inbox(client, alice, two, "?limit=2&offset=1")
     assert page["total"] == 5 and [m["id"] for m in page["messages"]] == ids[::-1][1:3]
+    # the poll took the newest messages up to the end of its page; older ones wait
+    states = {m: client.get(f"/v1/messages/{m}", headers=alice.headers
+                            ).get_json()["delivery_state"] for m in ids}
+    assert [states[m] for m in ids] == ["queued", "queued", "delivered", "delivered",
+                                        "delivered"]
     assert client.get(f"/v1/agents/{two['id']}/inbox?limit=201",
                       headers=alice.headers).status_code == 422
     assert client.get(f"/v1/agents/{two['id']}/inbox?limit=0",

@@ -1,11 +1,17 @@
 """The recipient's inbox and the sender's sent view (wire §10.6).
 
-An inbox poll moves due ``queued`` messages to ``delivered`` with one
-``UPDATE … WHERE delivery_state = 'queued' … RETURNING id`` (on PostgreSQL the candidate rows
-are picked with ``FOR UPDATE SKIP LOCKED``), so two concurrent pollers never both take the same
-message: a row is in exactly one poll's ``RETURNING`` set.  Messages a poll just took stay in
-its answer even when the state filter asks for ``queued`` only, which makes
-``state=queued`` a "give me what is new" poll.
+An inbox poll moves due ``queued`` messages to ``delivered`` with a guarded
+``UPDATE … WHERE delivery_state = 'queued' … RETURNING id`` over candidates picked (on
+PostgreSQL) with ``FOR UPDATE SKIP LOCKED`` in the same transaction, so two concurrent pollers
+never both take the same message: a row is in exactly one poll's ``RETURNING`` set.
+
+A poll takes the newest due queued messages up to the end of the page it returns
+(``offset + limit``), not every queued message: what it takes is what it shows, and older
+queued messages wait for the next poll instead of being marked delivered unseen.  Messages a
+poll took stay in its answer even when the state filter asks for ``queued`` but not
+``delivered``; such a filter also leaves out ``queued`` rows the poll did not take (another
+poll may be taking them), which makes ``state=queued`` a "give me what is new" poll whose
+answers are disjoint between concurrent pollers.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 
 from app.db import dialect_name, utcnow
 from app.errors import BadRequest
@@ -24,8 +30,7 @@ from app.messaging.addressing import resolve_agent, resolve_owned_agent
 from app.messaging.models import DELIVERY_STATES, Agent, Message
 
 INBOX_DEFAULT_STATES = tuple(s for s in DELIVERY_STATES if s not in ("acked", "expired"))
-#: Most messages one poll moves to ``delivered``; the rest wait for the next poll.  Keeps the
-#: statement (and the id list it returns) bounded on a huge backlog.
+#: Most messages one poll moves to ``delivered`` (bounds the id list on a huge ``offset``).
 MAX_FLIP_PER_POLL = 5000
 
 
@@ -71,21 +76,26 @@ def _page(conditions: list, limit: int, offset: int) -> tuple[list[Message], int
     return list(rows), total
 
 
-def _flip_queued(agent_id: str, filters: list, now: datetime) -> list[str]:
-    """Atomically move this inbox's due ``queued`` messages to ``delivered``; return their
-    ids (disjoint between concurrent callers)."""
+def _flip_queued(agent_id: str, filters: list, now: datetime, count: int) -> list[str]:
+    """Atomically move the newest ``count`` due ``queued`` messages of this inbox to
+    ``delivered``; return their ids (disjoint between concurrent callers)."""
     candidates = (
         select(Message.id)
         .where(Message.to_agent_id == agent_id, Message.delivery_state == "queued",
                _due(now), *filters)
-        .order_by(Message.created_at, Message.id)
-        .limit(MAX_FLIP_PER_POLL)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(min(count, MAX_FLIP_PER_POLL))
     )
     if dialect_name() == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    # Two statements, not UPDATE … WHERE id IN (SELECT … LIMIT … SKIP LOCKED): PostgreSQL may
+    # re-run such a subquery while rechecking rows and take more than the limit.
+    ids = db.session.execute(candidates).scalars().all()
+    if not ids:
+        return []
     result = db.session.execute(
         update(Message)
-        .where(Message.id.in_(candidates.scalar_subquery()), Message.delivery_state == "queued")
+        .where(Message.id.in_(ids), Message.delivery_state == "queued")
         .values(delivery_state="delivered", delivered_at=now)
         .returning(Message.id)
         .execution_options(synchronize_session=False)
@@ -96,8 +106,9 @@ def _flip_queued(agent_id: str, filters: list, now: datetime) -> list[str]:
 def list_inbox(user_id: uuid.UUID, ref: str, query: dict[str, Any]) -> MessagePage:
     """The recipient view of one of the caller's agents (soft-deleted agents included).
 
-    Non-count polls deliver due queued messages (when ``queued`` is in the state filter) and
-    bump the agent's ``last_seen_at``; ``count_only`` has no side effects.
+    Non-count polls deliver due queued messages up to the end of the page (when ``queued`` is
+    in the state filter) and bump the agent's ``last_seen_at``; ``count_only`` has no side
+    effects.
     """
     agent = resolve_owned_agent(user_id, ref, include_deleted=True)
     states = parse_states(query.get("state"), INBOX_DEFAULT_STATES)
@@ -121,13 +132,18 @@ def list_inbox(user_id: uuid.UUID, ref: str, query: dict[str, Any]) -> MessagePa
 
     taken: list[str] = []
     if "queued" in states:
-        taken = _flip_queued(agent.id, filters, now)
+        taken = _flip_queued(agent.id, filters, now, query["offset"] + query["limit"])
     db.session.execute(update(Agent).where(Agent.id == agent.id)
                        .values(last_seen_at=now, updated_at=Agent.updated_at))
     db.session.commit()
     state_match = Message.delivery_state.in_(states)
-    if taken and "delivered" not in states:
-        state_match = or_(state_match, Message.id.in_(taken))
+    if "queued" in states and "delivered" not in states:
+        # A "what is new" poll: it shows what it took (now delivered) and no queued row,
+        # since a queued row may be one another poller is taking right now.
+        others = [s for s in states if s != "queued"]
+        state_match = Message.delivery_state.in_(others) if others else false()
+        if taken:
+            state_match = or_(state_match, Message.id.in_(taken))
     messages, total = _page([*base, state_match], query["limit"], query["offset"])
     return MessagePage(messages, total, query["limit"], query["offset"])
 
