@@ -49,8 +49,11 @@ def test_bulk_sync(delegation_app, served):
     ids = [uuid.uuid4(), uuid.uuid4()]
     service.internal_users.sync([{"id": i, "email": f"s{n}@example.com", "slug": f"s{n}"}
                                  for n, i in enumerate(ids)])
+    sync_call = [e for e in server.wire.exchanges if e.path == "/v1/internal/users"]
+    assert [e.method for e in sync_call] == ["PUT"]
+    assert "x-on-behalf-of" not in sync_call[0].headers
+    assert sync_call[0].headers["authorization"] == f"Bearer {SERVICE_TOKEN}"
     assert service.as_user(ids[1]).auth.me()["email"] == "s1@example.com"
-    assert "x-on-behalf-of" not in server.wire.last.headers
 
 
 def test_deactivate(delegation_app, served):
