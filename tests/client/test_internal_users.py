@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from cueline import Client, ConfigurationError
+from cueline import APIError, Client, ConfigurationError
 
 from tests.client.conftest import require_routes
 from tests.helpers import SERVICE_TOKEN
@@ -56,23 +56,36 @@ def test_bulk_sync(delegation_app, served):
     assert service.as_user(ids[1]).auth.me()["email"] == "s1@example.com"
 
 
-def test_deactivate(delegation_app, served):
-    require_routes(delegation_app, ("DELETE", "/v1/internal/users/<user_id>"))
+def test_get_and_deactivate(delegation_app, served):
+    require_routes(delegation_app, ("GET", "/v1/internal/users/<user_id>"),
+                   ("DELETE", "/v1/internal/users/<user_id>"))
     server = served(delegation_app)
     service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
     user_id = uuid.uuid4()
     service.internal_users.upsert(user_id, email="gone@example.com", slug="gone")
+    assert service.internal_users.get(user_id)["email"] == "gone@example.com"
     service.internal_users.deactivate(user_id)
-    with pytest.raises(Exception) as info:
+    deactivate = [e for e in server.wire.exchanges if e.method == "DELETE"]
+    assert deactivate[0].path == f"/v1/internal/users/{user_id}" and deactivate[0].status == 200
+    assert "x-on-behalf-of" not in deactivate[0].headers
+    with pytest.raises(APIError) as info:
         service.as_user(user_id).auth.me()
-    assert getattr(info.value, "status", None) in (401, 403, 404)
+    assert info.value.status in (401, 403, 404)
+    assert server.wire.last.headers["x-on-behalf-of"] == str(user_id)
 
 
-def test_audit(delegation_app, served):
+def test_audit_lists_delegated_requests(delegation_app, served):
     require_routes(delegation_app, ("GET", "/v1/internal/audit"))
     server = served(delegation_app)
     service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
     user_id = uuid.uuid4()
     service.internal_users.upsert(user_id, email="aud@example.com", slug="aud")
-    assert isinstance(service.audit.list(limit=10), dict)
+    me_request = service.as_user(user_id).auth.me()
+    assert me_request["id"] == str(user_id)
+    page = service.audit.list(user_id=user_id, limit=10)
+    assert set(page) >= {"records", "total", "limit", "offset"} and page["limit"] == 10
+    paths = {(r["method"], r["path"], r["status"]) for r in page["records"]}
+    assert ("GET", "/v1/auth/me", 200) in paths
+    assert all(r["user_id"] in (str(user_id), None) for r in page["records"])
+    assert server.wire.last.query.startswith(f"user_id={user_id}")
     assert "x-on-behalf-of" not in server.wire.last.headers

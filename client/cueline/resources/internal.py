@@ -7,6 +7,7 @@ alone, never ``X-On-Behalf-Of``, even from an ``as_user`` view.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from cueline._base import SERVICE, Call, compact, validate_user_id
@@ -40,14 +41,21 @@ class InternalUsers(Resource):
         return self._call(Call("PUT", f"/v1/internal/users/{validate_user_id(user_id)}",
                                json=body, auth=SERVICE))
 
+    def get(self, user_id: Any) -> Any:
+        """``GET /v1/internal/users/{id}``: one mirrored user."""
+        return self._call(Call("GET", f"/v1/internal/users/{validate_user_id(user_id)}",
+                               auth=SERVICE))
+
     def sync(self, users: Iterable[Mapping[str, Any]]) -> Any:
         """``PUT /v1/internal/users`` with ``{"users": [...]}``: upsert many users at once
-        (each a mapping with ``id``, ``email``, ``slug`` and optional limits)."""
+        (each a mapping with ``id``, ``email``, ``slug`` and optional limits).  The answer
+        has a result per user; valid users are applied even when others are refused."""
         return self._call(Call("PUT", "/v1/internal/users",
                                json={"users": [_user_record(u) for u in users]}, auth=SERVICE))
 
     def deactivate(self, user_id: Any) -> Any:
-        """``DELETE /v1/internal/users/{id}``: the user can no longer be acted for."""
+        """``DELETE /v1/internal/users/{id}``: deactivate the user (every credential path is
+        then refused and their cues pause; nothing is deleted)."""
         return self._call(Call("DELETE", f"/v1/internal/users/{validate_user_id(user_id)}",
                                auth=SERVICE))
 
@@ -55,7 +63,13 @@ class InternalUsers(Resource):
 class Audit(Resource):
     """``client.audit``: what services did on users' behalf."""
 
-    def list(self, **filters: Any) -> Any:
-        """``GET /v1/internal/audit``; keyword arguments become query parameters
-        (e.g. ``user_id=``, ``since=``, ``limit=``, ``offset=``)."""
-        return self._call(Call("GET", "/v1/internal/audit", params=filters, auth=SERVICE))
+    def list(self, *, principal: str | None = None, user_id: Any = None,
+             since: str | datetime | None = None, until: str | datetime | None = None,
+             limit: int | None = None, offset: int | None = None) -> Any:
+        """``GET /v1/internal/audit`` → ``{records, total, limit, offset}``, newest first:
+        each service request (principal, key id, user, method, path, status, request id, at).
+        ``since`` is inclusive, ``until`` exclusive."""
+        params = {"principal": principal,
+                  "user_id": validate_user_id(user_id) if user_id is not None else None,
+                  "since": since, "until": until, "limit": limit, "offset": offset}
+        return self._call(Call("GET", "/v1/internal/audit", params=params, auth=SERVICE))
