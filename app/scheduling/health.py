@@ -48,8 +48,6 @@ def add_scheduling_health(report: dict[str, Any]) -> None:
             select(func.count(Worker.id).filter(Worker.last_heartbeat >= cutoff),
                    func.max(Worker.last_heartbeat))).one()
         if last is not None:
-            if isinstance(last, str):
-                last = datetime.fromisoformat(last)
             report["workers"] = {"active_count": int(active or 0),
                                  "last_heartbeat": last.isoformat()}
         db.session.rollback()

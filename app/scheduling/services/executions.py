@@ -63,12 +63,6 @@ def list_executions(user: User, filters: dict[str, Any]
     rows = db.session.scalars(
         query.order_by(Execution.created_at.desc(), Execution.id)
         .limit(filters["limit"]).offset(filters["offset"])).all()
-    if oldest is not None and oldest.tzinfo is None:  # aggregate bypasses the column type
-        from datetime import UTC
-
-        oldest = oldest.replace(tzinfo=UTC)
-    elif isinstance(oldest, str):
-        oldest = datetime.fromisoformat(oldest)
     return list(rows), total or 0, oldest
 
 
