@@ -40,7 +40,11 @@ class Agents(MethodView):
 @blp.route("/roster")
 class Roster(MethodView):
     @auth_required
+    @blp.doc(parameters=[{"in": "header", "name": "If-None-Match", "required": False,
+                          "schema": {"type": "string"},
+                          "description": "The ETag of a roster you hold; 304 if unchanged."}])
     @blp.response(200, schemas.RosterSchema)
+    @blp.alt_response(304, description="Not modified (empty body)")
     def get(self):
         """Directory of your live agents with presence (supports If-None-Match)."""
         roster = agent_services.roster(current_identity.user_id)
@@ -89,6 +93,8 @@ class AgentWebhookSecret(MethodView):
 @blp.route("/<ref>/webhook-secret/regenerate")
 class AgentWebhookSecretRegenerate(MethodView):
     @auth_required
+    @blp.doc(parameters=[{"in": "header", "name": "X-Confirm-Destructive", "required": True,
+                          "schema": {"type": "string", "enum": ["true"]}}])
     @blp.response(200, schemas.AgentWebhookSecretSchema)
     def post(self, ref):
         """Replace the push signing secret (needs X-Confirm-Destructive: true)."""

@@ -14,6 +14,19 @@ blp = Blueprint("messages", __name__, url_prefix="/v1/messages",
                 description="Messages between agents.")
 
 
+SEND_HEADERS = [
+    {"in": "header", "name": "X-Cueapi-From-Agent", "required": True,
+     "schema": {"type": "string"},
+     "description": "Sending agent: its id (agt_…) or slug address (agent@user)."},
+    {"in": "header", "name": "Idempotency-Key", "required": False,
+     "schema": {"type": "string", "maxLength": 255},
+     "description": "Replays within 24 h return the original message with 200."},
+    {"in": "header", "name": "X-CueAPI-Verify-Echo", "required": False,
+     "schema": {"type": "string", "enum": ["true"]},
+     "description": "Echo the received body as body_received and body_received_sha256."},
+]
+
+
 def _verify_echo_requested() -> bool:
     return (request.headers.get("X-CueAPI-Verify-Echo") or "").strip().lower() == "true"
 
@@ -21,6 +34,7 @@ def _verify_echo_requested() -> bool:
 @blp.route("")
 class Messages(MethodView):
     @auth_required
+    @blp.doc(parameters=SEND_HEADERS)
     @blp.arguments(schemas.MessageCreateSchema)
     @blp.response(201, schemas.SentMessageSchema)
     @blp.alt_response(200, schema=schemas.SentMessageSchema,
