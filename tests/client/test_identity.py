@@ -190,3 +190,18 @@ def test_path_segments_are_encoded_and_empty_ids_refused(app, served):
     with pytest.raises(cueline.BadRequestError):  # decoded intact by the server
         client.agents.get("planner@some user")
     assert server.wire.last.raw_uri == "/v1/agents/planner@some%20user"
+
+
+def test_update_me(app, served):
+    from tests.client.conftest import require_routes
+
+    require_routes(app, ("PATCH", "/v1/auth/me"))
+    server = served(app)
+    key, _ = _register(server.url)
+    client = Client(key, base_url=server.url)
+    answer = client.auth.update_me(email="renamed@example.com")
+    assert "updated_at" in answer
+    assert server.wire.last.method == "PATCH"
+    assert client.auth.me()["email"] == "renamed@example.com"
+    with pytest.raises(cueline.ValidationError):
+        client.auth.update_me()  # nothing to change → 422 no_fields

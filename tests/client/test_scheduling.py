@@ -145,3 +145,33 @@ def test_cues_under_delegation_are_private_to_each_user(delegation_app, served):
     with pytest.raises(NotFoundError):
         service.as_user(b).cues.delete(cue["id"])
     assert service.as_user(a).cues.get(cue["id"])["name"] == "mine"
+
+
+def test_claim_next_and_verification(app, served):
+    _require(app, *CUE_ROUTES, *EXECUTION_ROUTES,
+             ("POST", "/v1/executions/<execution_id>/verify"),
+             ("POST", "/v1/executions/<execution_id>/verification-pending"),
+             ("PATCH", "/v1/executions/<execution_id>/evidence"))
+    server = served(app)
+    client = _user_client(server.url)
+    cue = client.cues.create("manual check", cron="0 0 1 1 *", transport="worker",
+                             verification={"mode": "manual"})
+    fired = client.cues.fire(cue["id"])
+    claim = client.executions.claim_next("w-9")
+    assert claim["execution_id"] == fired["id"]
+    assert server.wire.to("/v1/executions/claim")[-1].method == "POST"
+
+    reported = client.executions.report_outcome(fired["id"], success=True, result="ok")
+    assert reported["outcome_state"] == "verification_pending"
+    evidence = client.executions.update_evidence(fired["id"], external_id="ticket-7",
+                                                 summary="checked")
+    assert evidence["evidence_updated"] is True and server.wire.last.method == "PATCH"
+    pending = client.executions.mark_verification_pending(fired["id"])
+    assert pending["outcome_state"] == "verification_pending"
+    verdict = client.executions.verify(fired["id"], valid=False, reason="wrong numbers")
+    assert (verdict["outcome_state"], verdict["valid"]) == ("verification_failed", False)
+    listed = client.executions.list(outcome_state="verification_failed")
+    assert [e["id"] for e in listed["executions"]] == [fired["id"]]
+    with pytest.raises(NotFoundError) as info:
+        client.executions.get("not-a-uuid")
+    assert info.value.code == "execution_not_found"
