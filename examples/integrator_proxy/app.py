@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "CUELINE_SERVICE_TOKEN": "",
     "CUELINE_TIMEOUT": 10.0,
     "PROXY_JWT_SECRET": "",
-    "PROXY_DATABASE": "integrator_proxy.db",
+    "PROXY_DATABASE": os.path.join("instance", "integrator_proxy.db"),  # git-ignored
     # Cues a user may hold, per plan.  From the environment as JSON: {"free": 3, "pro": 50}.
     "PLAN_CUE_CAPS": {"free": 3, "pro": 50},
 }
@@ -52,6 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise ValueError("CUELINE_SERVICE_TOKEN is required (Cueline's INTERNAL_AUTH_TOKEN)")
     app = Flask(__name__, static_folder=None)
     app.config.update(settings)
+    folder = os.path.dirname(settings["PROXY_DATABASE"])
+    if folder:
+        os.makedirs(folder, exist_ok=True)
     app.extensions["proxy_store"] = Store(settings["PROXY_DATABASE"])
     # One service client (one connection pool) for every user; views use as_user().
     app.extensions["cueline"] = cueline.Client(
