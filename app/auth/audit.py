@@ -39,6 +39,7 @@ from app.extensions import db
 log = logging.getLogger(__name__)
 
 AUDIT_BUFFER_MAX = 100_000
+MAX_RETRY_SECONDS = 30.0
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 PATH_MAX = 512
 _COLUMNS = ("at", "principal", "owner", "key_id", "user_id", "method", "path", "status",
@@ -94,13 +95,18 @@ class AuditWriter:
             self._thread.start()
 
     def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            self._wake.wait(self.interval)
+            # Back off while the database is unreachable (0.5 s, 1 s, 2 s … at most 30 s).
+            self._wake.wait(min(self.interval * 2 ** failures, MAX_RETRY_SECONDS))
             self._wake.clear()
             try:
                 self.flush()
+                failures = 0
             except Exception:  # noqa: BLE001 - keep the writer alive; the batch is retried
-                log.exception("audit flush failed; will retry")
+                if failures == 0:
+                    log.exception("audit flush failed; retrying with back-off")
+                failures = min(failures + 1, 10)
 
     def flush(self) -> int:
         """Write every queued record (and due key-usage times) now; return how many records.

@@ -1,0 +1,274 @@
+"""The audit trail (completeness, concurrency, query API, retention, shutdown flush) and the
+per-principal rate limit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app import db as app_db
+from app.auth.audit import flush_audit, prune_audit_at
+from app.auth.models import AuditRecord
+from app.extensions import db
+from tests.delegation.conftest import audit_rows, me, new_user
+from tests.helpers import SERVICE_TOKEN, error_of, key_headers, register, service_headers
+
+
+def _mine(rows, principal_name):
+    return [r for r in rows if r.principal == principal_name]
+
+
+def test_every_delegated_request_leaves_a_record(app, client, principal):
+    name = f"crm-{uuid.uuid4().hex[:6]}"
+    token = principal(name)
+    user_id = new_user(client, token)
+    responses = [me(client, token, user_id), me(client, token, user_id, style="key"),
+                 me(client, token, str(uuid.uuid4())),
+                 client.get("/v1/cues", headers=service_headers(user_id, token=token))]
+    assert [r.status_code for r in responses] == [200, 200, 404, 200]
+    rows = _mine(audit_rows(app), name)
+    by_request = {r.request_id: r for r in rows}
+    for response in responses:
+        record = by_request[response.headers["X-Request-Id"]]
+        assert record.status == response.status_code
+        assert record.method == "GET" and record.principal == name
+        assert record.key_id not in ("", "env")
+    delegated = [by_request[r.headers["X-Request-Id"]] for r in responses]
+    assert [str(r.user_id) for r in delegated[:2]] == [user_id, user_id]
+    assert delegated[3].path == "/v1/cues"
+    # The upsert (service call without a subject) is recorded too.
+    upserts = [r for r in rows if r.method == "PUT"]
+    assert len(upserts) == 1 and upserts[0].user_id is None and upserts[0].status == 200
+    assert len(rows) == 5
+
+
+def test_user_credentials_leave_no_record(app, client):
+    key, _ = register(client)
+    client.get("/v1/auth/me", headers=key_headers(key))
+    flush_audit(app)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(AuditRecord)
+                                 .where(AuditRecord.principal != "env")) == 0
+
+
+def test_audit_complete_under_concurrent_requests(app, live_server, principal, backend):
+    """8 threads x 25 delegated requests through real HTTP: every request id is recorded once."""
+    name = f"load-{uuid.uuid4().hex[:6]}"
+    token = principal(name)
+    server = live_server(app)
+    with httpx.Client(base_url=server.url) as http:
+        user_ids = []
+        for i in range(4):
+            uid = str(uuid.uuid4())
+            response = http.put(f"/v1/internal/users/{uid}", headers=service_headers(token=token),
+                                json={"email": f"c{i}-{uid[:6]}@example.com",
+                                      "slug": f"c{i}-{uid[:6]}"})
+            assert response.status_code == 200
+            user_ids.append(uid)
+    request_ids: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def hammer(n):
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            barrier.wait()
+            for i in range(25):
+                response = http.get("/v1/auth/me", headers=service_headers(
+                    user_ids[(n + i) % 4], token=token, style="key" if i % 2 else "bearer"))
+                assert response.status_code == 200
+                with lock:
+                    request_ids.append(response.headers["X-Request-Id"])
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(request_ids) == 200
+    rows = [r for r in _mine(audit_rows(app), name) if r.method == "GET"]
+    assert sorted(r.request_id for r in rows) == sorted(request_ids)
+    assert {str(r.user_id) for r in rows} == set(user_ids)
+
+
+def test_records_wait_in_the_buffer_and_are_written_on_stop(make_app):
+    from tests.helpers import SERVICE_TOKEN as token
+
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=token,
+                   AUDIT_FLUSH_INTERVAL_SECONDS=60, AUDIT_FLUSH_BATCH=1000)
+    client = app.test_client()
+    user_id = new_user(client)
+    marker = me(client, token, user_id).headers["X-Request-Id"]
+
+    def written():
+        with app.app_context():
+            return db.session.scalar(select(func.count()).select_from(AuditRecord)
+                                     .where(AuditRecord.request_id == marker))
+
+    assert written() == 0  # not written in the request
+    app.extensions["cueline_audit"].stop()
+    assert written() == 1
+
+
+def test_records_are_flushed_at_interpreter_exit(db_url):
+    """A process that exits cleanly (as a gunicorn worker does) writes its buffered records."""
+    marker_user = str(uuid.uuid4())
+    script = textwrap.dedent(f"""
+        from app import create_app
+        from tests.helpers import SERVICE_TOKEN, service_headers
+        app = create_app({{"ENV": "test", "DATABASE_URL": {db_url!r},
+                          "EXTERNAL_AUTH_BACKEND": True, "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN,
+                          "RATELIMIT_ENABLED": False, "AUDIT_FLUSH_INTERVAL_SECONDS": 60}})
+        client = app.test_client()
+        uid = {marker_user!r}
+        r = client.put("/v1/internal/users/" + uid, headers=service_headers(),
+                       json={{"email": uid[:8] + "@example.com", "slug": "x" + uid[:8]}})
+        assert r.status_code == 200, r.get_json()
+        for _ in range(3):
+            assert client.get("/v1/auth/me", headers=service_headers(uid)).status_code == 200
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, cwd=str(__import__("pathlib").Path(__file__)
+                                                 .resolve().parents[2]))
+    assert result.returncode == 0, result.stderr[-2000:]
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        count = conn.execute(text("SELECT count(*) FROM audit_records WHERE user_id = :u"),
+                             {"u": marker_user if db_url.startswith("postgresql")
+                              else uuid.UUID(marker_user).hex}).scalar()
+    engine.dispose()
+    assert count == 3
+
+
+# --- GET /v1/internal/audit ------------------------------------------------------------------
+
+
+def test_audit_endpoint_filters_and_paginates(app, client, principal, monkeypatch):
+    a_name, b_name = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    a, b = principal(a_name), principal(b_name)
+    u1, u2 = new_user(client, a), new_user(client, a)
+    base = app_db.utcnow()
+    now = [base]
+    monkeypatch.setattr(app_db, "clock", lambda: now[0])
+    for i in range(5):
+        now[0] = base + timedelta(minutes=i + 1)
+        me(client, a, u1 if i % 2 == 0 else u2)
+    now[0] = base + timedelta(minutes=10)
+    me(client, b, u1)
+
+    def query(**params):
+        response = client.get("/v1/internal/audit", query_string=params,
+                              headers=service_headers(token=a))
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    page = query(principal=a_name, user_id=u1)
+    assert page["total"] == 3 and page["limit"] == 50 and page["offset"] == 0
+    assert {r["user_id"] for r in page["records"]} == {u1}
+    assert set(page["records"][0]) == {"id", "at", "principal", "key_id", "user_id", "method",
+                                       "path", "status", "request_id"}
+    ats = [r["at"] for r in page["records"]]
+    assert ats == sorted(ats, reverse=True)  # newest first
+    window = query(principal=a_name, since=(base + timedelta(minutes=2)).isoformat(),
+                   until=(base + timedelta(minutes=4)).isoformat())
+    assert window["total"] == 2
+    first = query(principal=a_name, user_id=u1, limit=2)
+    second = query(principal=a_name, user_id=u1, limit=2, offset=2)
+    assert len(first["records"]) == 2 and len(second["records"]) == 1
+    assert {r["id"] for r in first["records"]}.isdisjoint(r["id"] for r in second["records"])
+    assert query(principal=b_name)["total"] == 1
+    for bad in ({"limit": 0}, {"limit": 1001}, {"user_id": "nope"}, {"since": "yesterday"}):
+        response = client.get("/v1/internal/audit", query_string=bad,
+                              headers=service_headers(token=a))
+        assert response.status_code == 422, bad
+
+
+def test_owner_bound_principal_sees_only_its_owners_records(client, principal):
+    acme = principal(f"acme-{uuid.uuid4().hex[:6]}", owner="acme")
+    other = principal(f"other-{uuid.uuid4().hex[:6]}")
+    mine = new_user(client, acme)
+    me(client, acme, mine)
+    me(client, other, mine)
+    response = client.get("/v1/internal/audit", headers=service_headers(token=acme))
+    records = response.get_json()["records"]
+    assert records and {r["principal"] for r in records} == {records[0]["principal"]}
+    assert records[0]["principal"].startswith("acme-")
+
+
+def test_audit_endpoint_needs_a_service_credential(client):
+    key, _ = register(client)
+    response = client.get("/v1/internal/audit", headers=key_headers(key))
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "invalid_internal_token"
+
+
+def test_retention_prunes_old_records(app, client, monkeypatch):
+    user_id = new_user(client)
+    base = app_db.utcnow()
+    monkeypatch.setattr(app_db, "clock", lambda: base - timedelta(days=100))
+    old = me(client, SERVICE_TOKEN, user_id).headers["X-Request-Id"]
+    monkeypatch.setattr(app_db, "clock", lambda: base)
+    recent = me(client, SERVICE_TOKEN, user_id).headers["X-Request-Id"]
+    flush_audit(app)
+    with app.app_context():
+        assert prune_audit_at(base, retention_days=0) == 0  # 0 keeps everything
+        assert prune_audit_at(base, retention_days=90) == 1
+        left = set(db.session.scalars(select(AuditRecord.request_id)))
+    assert recent in left and old not in left
+
+
+def test_retention_job_is_in_the_worker_table():
+    from app.worker import JOBS
+
+    [job] = [j for j in JOBS if j.name == "audit_retention"]
+    assert job.target == "app.auth.audit:prune_audit"
+
+
+# --- per-principal rate limit ------------------------------------------------------------------
+
+
+def test_service_rate_limit_counts_across_users(make_app):
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN,
+                   RATELIMIT_ENABLED=True, SERVICE_RATE_LIMIT_PER_MINUTE=3)
+    client = app.test_client()
+    from app.auth.principals import create_principal
+
+    with app.app_context():
+        token = create_principal("limited").token
+    users = [new_user(client, token, rate_limit_per_minute=100) for _ in range(2)]
+    statuses = [me(client, token, users[i % 2]).status_code for i in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = me(client, token, users[0])
+    error = error_of(refused)
+    assert error["code"] == "rate_limit_exceeded" and error["limit_scope"] == "service"
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Another principal has its own bucket; the internal endpoints are not limited.
+    assert me(client, SERVICE_TOKEN, users[0]).status_code == 200
+    assert new_user(client, token)
+
+
+def test_subject_user_limit_still_applies_under_delegation(make_app):
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN,
+                   RATELIMIT_ENABLED=True, SERVICE_RATE_LIMIT_PER_MINUTE=100)
+    client = app.test_client()
+    user_id = new_user(client, rate_limit_per_minute=2)
+    statuses = [me(client, SERVICE_TOKEN, user_id).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert "limit_scope" not in error_of(me(client, SERVICE_TOKEN, user_id))
+
+
+@pytest.mark.parametrize("value", ["-1"])
+def test_service_rate_limit_is_validated(make_app, value):
+    from config import ConfigError
+
+    with pytest.raises(ConfigError):
+        make_app(SERVICE_RATE_LIMIT_PER_MINUTE=value)
