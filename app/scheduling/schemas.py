@@ -57,9 +57,18 @@ class JSONObject(fields.Dict):
     """A JSON object (``null`` allowed where the field says so)."""
 
 
+#: An HTTP header name (RFC 9110 token) and a value without control characters: anything else
+#: could not be sent, so it is refused when the cue is saved rather than at every delivery.
+_HEADER_NAME = validate.Regexp(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$",
+                               error="Not a valid HTTP header name.")
+_HEADER_VALUE = validate.Regexp(r"^[^\x00-\x08\x0a-\x1f\x7f]{0,8192}$",
+                                error="Header values must not contain control characters.")
+
+
 def _str_map(**kwargs):
-    return fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=256)),
-                       values=fields.String(validate=validate.Length(max=8192)), **kwargs)
+    return fields.Dict(keys=fields.String(validate=_HEADER_NAME),
+                       values=fields.String(validate=_HEADER_VALUE),
+                       validate=validate.Length(max=50), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
