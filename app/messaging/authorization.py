@@ -132,8 +132,9 @@ class AllowlistAuthorizationBackend(AuthorizationBackend):
     def config_problems(cls, config: Mapping[str, Any]) -> list[str]:
         _pairs, bad = parse_allowlist(config.get("AUTHZ_ALLOWLIST", ""))
         if bad:
-            return [f"AUTHZ_ALLOWLIST: malformed entries {', '.join(repr(b) for b in bad[:5])}; "
-                    "use senderUserUUID:recipientUserUUID pairs separated by commas"]
+            entries = ", ".join(repr(b) for b in bad[:5])
+            return [(f"AUTHZ_ALLOWLIST: malformed entries {entries}; use "
+                     "senderUserUUID:recipientUserUUID pairs separated by commas")]
         return []
 
     def authorize(self, request: AuthorizationRequest) -> bool:
@@ -251,7 +252,8 @@ def load_backend_class(path: str) -> type[AuthorizationBackend]:
     if cls is None:
         raise ValueError(f"AUTHORIZATION_BACKEND: module {module_name!r} has no {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, AuthorizationBackend)):
-        raise ValueError(f"AUTHORIZATION_BACKEND: {path!r} is not a subclass of "
+        # ValueError, not TypeError: every selection problem is reported the same way.
+        raise ValueError(f"AUTHORIZATION_BACKEND: {path!r} is not a subclass of "  # noqa: TRY004
                          "app.messaging.authorization.AuthorizationBackend")
     if getattr(cls, "__abstractmethods__", None):
         raise ValueError(f"AUTHORIZATION_BACKEND: {path!r} does not implement authorize()")
@@ -299,6 +301,6 @@ def is_allowed(request: AuthorizationRequest) -> bool:
     """Ask the active backend; a backend that raises denies (fail closed)."""
     try:
         return bool(get_backend().authorize(request))
-    except Exception:  # noqa: BLE001 - an authorization failure must never allow a send
+    except Exception:  # an authorization failure must never allow a send
         log.exception("authorization backend failed; denying")
         return False

@@ -14,6 +14,8 @@ SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 MESSAGE_ID_PATTERN = r"^msg_[a-z0-9]{12}$"
 MAX_BODY_CHARS = 32768
 MAX_URL_LENGTH = 2048
+#: Largest ``offset`` accepted (beyond a 32-bit integer PostgreSQL would refuse it with a 500).
+MAX_OFFSET = 2**31 - 1
 
 
 class UTCTimestamp(fields.DateTime):
@@ -74,7 +76,7 @@ class AgentListQuerySchema(BaseSchema):
     status = fields.String(metadata={"description": "online, offline or away"})
     include_deleted = fields.Boolean(load_default=False)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class AgentListSchema(ma.Schema):
@@ -180,7 +182,7 @@ class MessageListQuerySchema(BaseSchema):
     thread_id = fields.String(validate=validate.Length(max=64))
     counterpart = fields.String(validate=validate.Length(max=255))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     count_only = fields.Boolean(load_default=False)
 
 

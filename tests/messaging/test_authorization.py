@@ -62,7 +62,7 @@ def test_everyone_backend_allows_cross_user_and_recipient_sees_it(make_app):
 
 def test_allowlist_is_directed(make_app, db_url):
     app = make_app()
-    client, a, b, a1, b1 = _users(app)
+    _client, a, b, a1, b1 = _users(app)
     allow = make_app(AUTHORIZATION_BACKEND=f"{PKG}:AllowlistAuthorizationBackend",
                      AUTHZ_ALLOWLIST=f" {a.id}:{b.id} ")
     c = allow.test_client()
@@ -181,7 +181,7 @@ def test_hook_allows_with_signed_request_and_caches(hook_app):
 
 def test_hook_reply_chain_kind(hook_app):
     app, hook = hook_app(decision="allow", ttl=0)
-    _client, a, b, a1, b1 = _users(app)
+    _client, a, _b, a1, b1 = _users(app)
     a2 = a.agent("A2")
     assert a.send(a1["id"], a2["id"], reply_to_agent=b1["id"]).status_code == 201
     kinds = [(json.loads(body)["message_kind"], json.loads(body)["recipient_agent_id"])

@@ -126,6 +126,8 @@ def test_paging(alice, agents, client):
                       headers=alice.headers).status_code == 422
     assert client.get(f"/v1/agents/{two['id']}/inbox?limit=0",
                       headers=alice.headers).status_code == 422
+    huge = client.get(f"/v1/agents/{two['id']}/inbox?offset={10**20}", headers=alice.headers)
+    assert huge.status_code == 422
 
 
 def test_sent_view(alice, agents, client):

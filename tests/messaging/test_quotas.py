@@ -100,9 +100,10 @@ def test_quotas_disabled(make_app):
         sent = alice.send(s["id"], r["id"], priority=5, body=str(i))
         assert sent.status_code == 201, sent.get_json()
         assert sent.get_json()["priority"] == 5
-    from app.quotas.messages import messages_this_month
-    from app.db import utcnow
     import uuid
+
+    from app.db import utcnow
+    from app.quotas.messages import messages_this_month
 
     with app.app_context():
         assert messages_this_month(uuid.UUID(alice.id), utcnow()) == 12  # still counted
