@@ -193,3 +193,55 @@ def test_run_all_stops_web_and_worker_together(db_url, tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_two_worker_processes_share_the_queue(make_app, db_url, backend, tmp_path):
+    """Several workers on PostgreSQL: every slot fired once, every execution delivered once."""
+    if backend != "postgresql":
+        pytest.skip("SQLite deployments run a single worker")
+    import json
+    from collections import Counter
+
+    from tests.scheduling.conftest import _Handler
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.requests, server.statuses, server.event = [], [], threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    app = make_app(ALLOW_PRIVATE_CALLBACK_URLS=True)
+    client = app.test_client()
+    api_key, _ = register(client)
+    headers = key_headers(api_key)
+    manual = client.post("/v1/cues", json=cue_body(name="manual", callback={"url": url}),
+                         headers=headers).get_json()
+    fired = {client.post(f"/v1/cues/{manual['id']}/fire", headers=headers).get_json()["id"]
+             for _ in range(20)}
+    workers = [_start_worker(db_url, tmp_path, DELIVERY_CONCURRENCY=3) for _ in range(2)]
+    try:
+        client.post("/v1/cues", json=cue_body(name="tick", callback={"url": url}, schedule={
+            "type": "recurring", "cron": "* * * * * *"}), headers=headers)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            bodies = [json.loads(r["body"]) for r in server.requests]
+            done = {b["execution_id"] for b in bodies} >= fired
+            ticks = [b for b in bodies if b["name"] == "tick"]
+            if done and len(ticks) >= 4:
+                break
+            time.sleep(0.2)
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=20)[0] for process in workers]
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+        server.shutdown()
+        server.server_close()
+    assert all(process.returncode == 0 for process in workers), outputs
+    bodies = [json.loads(r["body"]) for r in server.requests]
+    deliveries = Counter(b["execution_id"] for b in bodies)
+    assert set(deliveries) >= fired
+    assert max(deliveries.values()) == 1  # nothing delivered twice
+    slots = Counter(b["scheduled_for"] for b in bodies if b["name"] == "tick")
+    assert len(slots) >= 4 and max(slots.values()) == 1  # nothing fired twice
+    assert all("worker started" in output for output in outputs)
