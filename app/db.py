@@ -58,7 +58,9 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     if backend == "postgresql":
         return {
             "hide_parameters": True,  # SQL parameters (secrets) never reach error messages
-            "pool_pre_ping": True,
+            # No pre-ping: it costs a round trip on every request.  A connection broken by a
+            # database restart fails its request with 503 and SQLAlchemy then discards the
+            # whole pool, so the service recovers by itself (tests/reliability/test_faults.py).
             "pool_size": config["DB_POOL_SIZE"],
             "max_overflow": config["DB_MAX_OVERFLOW"],
             "pool_timeout": 10,

@@ -185,8 +185,15 @@ def register_error_handlers(app: Flask) -> None:
 
 def _translate_database_error(error: Exception) -> AppError | None:
     """Database unreachable → 503 in the envelope instead of a 500."""
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
+    if isinstance(error, PendingRollbackError):
+        # A connection died earlier in this request; discard it and let the client retry.
+        from app.extensions import db
+
+        db.session.rollback()
+        log.warning("database connection lost earlier in the request")
+        return ServiceUnavailable()
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         log.warning("database connection lost: %s", type(error.orig).__name__)
         return ServiceUnavailable()

@@ -13,10 +13,12 @@ from copy import deepcopy
 from functools import wraps
 
 from flask import g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth.identity import Identity
 from app.auth.resolver import require_scope, resolve_identity, resolve_service
 from app.errors import AppError
+from app.extensions import db
 
 SERVICE_SECURITY = [{"ServiceToken": []}, {"ServiceKey": []}]
 
@@ -52,6 +54,10 @@ def try_identity() -> Identity | None:
     try:
         return _load_identity()
     except AppError:
+        return None
+    except SQLAlchemyError:
+        # Database unreachable: leave the session usable so the view answers 503 cleanly.
+        db.session.rollback()
         return None
 
 
