@@ -210,3 +210,27 @@ def test_roster_etag_and_presence(alice, client, monkeypatch):
                  json={"display_name": "Zed 2"})
     changed = client.get("/v1/agents/roster", headers={**alice.headers, "If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_concurrent_creates_with_one_slug(app, live_server, alice):
+    import threading
+
+    import httpx
+
+    server = live_server(app)
+    barrier = threading.Barrier(6)
+    statuses = []
+
+    def create():
+        with httpx.Client(base_url=server.url, headers=alice.headers, timeout=30,
+                          trust_env=False) as http:
+            barrier.wait()
+            r = http.post("/v1/agents", json={"display_name": "Racer", "slug": "racer"})
+            statuses.append((r.status_code, r.json().get("error", {}).get("code")))
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [(201, None)] + [(409, "slug_taken")] * 5, statuses
