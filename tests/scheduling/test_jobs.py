@@ -12,7 +12,7 @@ import pytest
 from cueapi import verify_webhook
 
 from app.extensions import db
-from app.scheduling import jobs
+from app.scheduling import jobs, sweeps
 from app.scheduling.delivery import deliver_webhook
 from app.scheduling.models import Cue, Execution, ExecutionUsage, Worker
 from app.users.models import User
@@ -342,15 +342,15 @@ def test_stale_delivery_recovery(app, client, account, receiver):
     with app.app_context():
         claims = jobs.claim_webhook_executions(t, 10)  # "crash": never delivered
         assert len(claims) == 1
-        assert jobs.recover_stale_deliveries(t + timedelta(seconds=299)) == 0
-        assert jobs.recover_stale_deliveries(t + timedelta(seconds=301)) == 1
+        assert sweeps.recover_stale_deliveries(t + timedelta(seconds=299)) == 0
+        assert sweeps.recover_stale_deliveries(t + timedelta(seconds=301)) == 1
     [execution] = _executions(app, cue_id)
     assert execution.status == "retrying" and execution.attempts == 1
     # The crashed worker's late result cannot overwrite the recovery.
     with app.app_context():
         assert deliver_webhook(claims[0][0], claims[0][1], clock=lambda: t) is None
         claims = jobs.claim_webhook_executions(t + timedelta(seconds=302), 10)
-        assert jobs.recover_stale_deliveries(t + timedelta(seconds=700)) == 1
+        assert sweeps.recover_stale_deliveries(t + timedelta(seconds=700)) == 1
     [execution] = _executions(app, cue_id)
     assert execution.status == "failed" and execution.attempts == 2
 
@@ -374,8 +374,8 @@ def test_unclaimed_worker_execution_goes_missed(app, client, account):
     [execution] = _executions(app, cue_id)
     start = execution.scheduled_for
     with app.app_context():
-        assert jobs.mark_missed(start + timedelta(seconds=899)) == 0
-        assert jobs.mark_missed(start + timedelta(seconds=901)) == 1
+        assert sweeps.mark_missed(start + timedelta(seconds=899)) == 0
+        assert sweeps.mark_missed(start + timedelta(seconds=901)) == 1
     [execution] = _executions(app, cue_id)
     assert execution.status == "missed"
     assert _cue_row(app, cue_id).status == "paused"  # on_failure.pause escalation
@@ -387,8 +387,8 @@ def test_future_worker_fire_is_not_missed_early(app, client, account):
     client.post(f"/v1/cues/{cue_id}/fire", json={"send_at": send_at.isoformat()},
                 headers=account[0])
     with app.app_context():
-        assert jobs.mark_missed(send_at + timedelta(seconds=600)) == 0
-        assert jobs.mark_missed(send_at + timedelta(seconds=901)) == 1
+        assert sweeps.mark_missed(send_at + timedelta(seconds=600)) == 0
+        assert sweeps.mark_missed(send_at + timedelta(seconds=901)) == 1
 
 
 def test_abandoned_claim_returns_to_pending_only_when_worker_is_dead(app, client, account):
@@ -402,12 +402,12 @@ def test_abandoned_claim_returns_to_pending_only_when_worker_is_dead(app, client
         # Lease expired but the worker is alive: leave it alone.
         db.session.execute(db.update(Worker).values(last_heartbeat=now + timedelta(seconds=901)))
         db.session.commit()
-        assert jobs.recover_abandoned_claims(now + timedelta(seconds=1000)) == 0
+        assert sweeps.recover_abandoned_claims(now + timedelta(seconds=1000)) == 0
         # Worker silent too: the claim goes back to the queue.
         db.session.execute(db.update(Worker).values(last_heartbeat=now))
         db.session.commit()
-        assert jobs.recover_abandoned_claims(now + timedelta(seconds=600)) == 0  # lease valid
-        assert jobs.recover_abandoned_claims(now + timedelta(seconds=1000)) == 1
+        assert sweeps.recover_abandoned_claims(now + timedelta(seconds=600)) == 0  # lease valid
+        assert sweeps.recover_abandoned_claims(now + timedelta(seconds=1000)) == 1
     execution = client.get(f"/v1/executions/{fired['id']}", headers=headers).get_json()
     assert execution["status"] == "pending"
     listed = client.get("/v1/executions?worker_id=w", headers=headers).get_json()
@@ -423,7 +423,7 @@ def test_abandoned_claim_of_deleted_worker(app, client, account):
     client.post("/v1/executions/claim", json={"worker_id": "w"}, headers=headers)
     client.delete("/v1/workers/w", headers=headers)
     with app.app_context():
-        assert jobs.recover_abandoned_claims(datetime.now(UTC) + timedelta(seconds=901)) == 1
+        assert sweeps.recover_abandoned_claims(datetime.now(UTC) + timedelta(seconds=901)) == 1
     [execution] = _executions(app, cue_id)
     assert execution.status == "failed"  # max_attempts 1 already used
 
@@ -439,10 +439,10 @@ def test_execution_heartbeat_extends_the_lease(app, client, account):
 
         user = db.session.get(User, account[1])
         heartbeat_execution(user, fired["id"], None, now=now + timedelta(seconds=800))
-        assert jobs.recover_abandoned_claims(now + timedelta(seconds=1000)) == 0
-        assert jobs.recover_abandoned_claims(now + timedelta(seconds=1701)) == 1
+        assert sweeps.recover_abandoned_claims(now + timedelta(seconds=1000)) == 0
+        assert sweeps.recover_abandoned_claims(now + timedelta(seconds=1701)) == 1
         # Worker executions are not swept by the generic stale-delivery rule (§16 #9).
-        assert jobs.recover_stale_deliveries(now + timedelta(hours=1)) == 0
+        assert sweeps.recover_stale_deliveries(now + timedelta(hours=1)) == 0
 
 
 def test_unusable_schedule_does_not_stall_other_cues(app, client, account):

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
 from app.scheduling.presenters import cue_dict, execution_dict
-from app.scheduling.schemas import (
+from app.scheduling.schemas.cues import (
     CueCreateSchema,
     CueDetailQuerySchema,
     CueDetailSchema,

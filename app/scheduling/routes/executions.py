@@ -8,7 +8,8 @@ from flask.views import MethodView
 from app.api import BaseSchema, Blueprint
 from app.auth import auth_required, current_identity
 from app.scheduling.presenters import execution_dict
-from app.scheduling.schemas import (
+from app.scheduling.schemas.cues import ExecutionSchema, FiredSchema
+from app.scheduling.schemas.executions import (
     ClaimableListSchema,
     ClaimableQuerySchema,
     ClaimedSchema,
@@ -16,8 +17,6 @@ from app.scheduling.schemas import (
     EvidenceSchema,
     ExecutionListQuerySchema,
     ExecutionListSchema,
-    ExecutionSchema,
-    FiredSchema,
     HeartbeatAckSchema,
     OutcomeRecordedSchema,
     OutcomeSchema,

@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
-from app.scheduling.schemas import (
+from app.scheduling.schemas.workers import (
     WorkerHeartbeatAckSchema,
     WorkerHeartbeatSchema,
     WorkerListSchema,
