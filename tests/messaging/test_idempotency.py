@@ -103,3 +103,37 @@ def test_concurrent_sends_with_one_key_create_one_message(alice, pair, app, live
     assert statuses.count(201) == 1 and statuses.count(200) == 7, results
     assert len({mid for _, mid in results}) == 1
     assert _count(client, alice, pair[0]) == 1
+
+
+def test_concurrent_reuse_of_an_expired_key(alice, pair, app, live_server, client):
+    key = {"Idempotency-Key": "stale"}
+    old = alice.send(pair[0]["id"], pair[1]["id"], body="old", headers=key).get_json()
+    from sqlalchemy import update
+
+    from app.extensions import db
+    from app.messaging.models import MessageIdempotencyKey
+
+    with app.app_context():
+        db.session.execute(update(MessageIdempotencyKey).values(
+            created_at=datetime.now(UTC) - timedelta(hours=25)))
+        db.session.commit()
+    server = live_server(app)
+    headers = {**alice.headers, "X-Cueapi-From-Agent": pair[0]["id"], **key}
+    barrier = threading.Barrier(6)
+    results = []
+
+    def worker():
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+            barrier.wait()
+            r = http.post("/v1/messages", headers=headers,
+                          json={"to": pair[1]["id"], "body": "new"})
+            results.append((r.status_code, r.json().get("id")))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(s for s, _ in results) == [200] * 5 + [201], results
+    ids = {mid for _, mid in results}
+    assert len(ids) == 1 and old["id"] not in ids

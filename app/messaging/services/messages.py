@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow, violated_columns
@@ -77,9 +77,14 @@ def _replay(user_id, key: str, digest: str, now: datetime) -> SendResult | None:
     if row is None:
         return None
     if row.created_at <= now - IDEMPOTENCY_WINDOW:
-        # Spent key whose window passed before the cleanup job ran: it is free again.
-        db.session.delete(row)
-        db.session.flush()
+        # Spent key whose window passed before the cleanup job ran: it is free again.  A
+        # guarded statement, so two requests freeing it at once do not trip over each other.
+        db.session.execute(
+            delete(MessageIdempotencyKey)
+            .where(MessageIdempotencyKey.user_id == user_id, MessageIdempotencyKey.key == key,
+                   MessageIdempotencyKey.created_at <= now - IDEMPOTENCY_WINDOW)
+            .execution_options(synchronize_session=False))
+        db.session.expunge(row)
         return None
     if row.fingerprint != digest:
         raise Conflict("idempotency_key_conflict",
