@@ -25,6 +25,7 @@ from app.scheduling.schemas.executions import (
     VerifySchema,
 )
 from app.scheduling.services import executions as services
+from app.scheduling.services import verification
 
 blp = Blueprint("executions", __name__, url_prefix="/v1/executions",
                 description="Executions: each firing of a cue, and the worker pull protocol.")
@@ -136,7 +137,7 @@ class ExecutionVerify(MethodView):
     @blp.response(200, VerifiedSchema)
     def post(self, body, execution_id):
         """Accept or reject a reported outcome."""
-        execution = services.verify_execution(current_identity.user, execution_id,
+        execution = verification.verify_execution(current_identity.user, execution_id,
                                               body["valid"], body.get("reason"))
         return {"execution_id": str(execution.id), "outcome_state": execution.outcome_state,
                 "valid": body["valid"], "reason": body.get("reason")}
@@ -148,7 +149,7 @@ class ExecutionVerificationPending(MethodView):
     @blp.response(200, OutcomeStateSchema)
     def post(self, execution_id):
         """Mark a reported outcome as awaiting verification."""
-        execution = services.mark_verification_pending(current_identity.user, execution_id)
+        execution = verification.mark_verification_pending(current_identity.user, execution_id)
         return {"execution_id": str(execution.id), "outcome_state": execution.outcome_state}
 
 
@@ -159,6 +160,6 @@ class ExecutionEvidence(MethodView):
     @blp.response(200, OutcomeStateSchema)
     def patch(self, body, execution_id):
         """Attach evidence to a reported outcome."""
-        execution = services.update_evidence(current_identity.user, execution_id, body)
+        execution = verification.update_evidence(current_identity.user, execution_id, body)
         return {"execution_id": str(execution.id), "outcome_state": execution.outcome_state,
                 "evidence_updated": True}

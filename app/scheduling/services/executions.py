@@ -26,7 +26,6 @@ from app.users.models import User
 CLAIMABLE_WINDOW = 50
 MAX_METADATA_BYTES = 10_240
 REPLAYABLE = ("success", "failed", "missed", "outcome_timeout")
-VERIFIABLE = ("reported_success", "reported_failure", "verification_pending")
 EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary",
                  "artifacts")
 REQUIRED_EVIDENCE = {"require_external_id": "external_id", "require_result_url": "result_url",
@@ -168,7 +167,8 @@ def heartbeat_execution(user: User, execution_id: str, worker_id: str | None,
     return execution, now + timedelta(seconds=current_app.config["WORKER_CLAIM_TIMEOUT_SECONDS"])
 
 
-def _evidence_from(data: dict[str, Any]) -> dict[str, Any]:
+def evidence_from(data: dict[str, Any]) -> dict[str, Any]:
+    """The truthy evidence fields of an outcome or evidence body."""
     return {key: data[key] for key in EVIDENCE_KEYS if data.get(key)}
 
 
@@ -198,7 +198,7 @@ def record_outcome(user: User, execution_id: str, data: dict[str, Any],
                          f"metadata must encode to at most {MAX_METADATA_BYTES} bytes of JSON")
     execution = get_execution(user, execution_id)
     cue = execution.cue
-    evidence = _evidence_from(data)
+    evidence = evidence_from(data)
     success = bool(data["success"])
     state = _outcome_state(success, cue.verification_mode, evidence)
     outcome = {"success": success, "result": data.get("result"), "error": data.get("error"),
@@ -253,63 +253,3 @@ def replay_execution(user: User, execution_id: str, now: datetime | None = None
                        f"({', '.join(REPLAYABLE)}) can be replayed")
     fresh = new_execution(original.cue, now, "replay", now, replayed_from=original.id)
     return original, fresh
-
-
-def verify_execution(user: User, execution_id: str, valid: bool, reason: str | None,
-                     now: datetime | None = None) -> Execution:
-    """Accept or reject a reported outcome (409 ``invalid_state`` from other states)."""
-    now = now or utcnow()
-    execution = get_execution(user, execution_id, for_update=True)
-    if execution.outcome_state not in VERIFIABLE:
-        db.session.rollback()
-        raise Conflict("invalid_state", f"Outcome state is {execution.outcome_state or 'none'}; "
-                       f"only {', '.join(VERIFIABLE)} can be verified")
-    execution.outcome_state = "verified_success" if valid else "verification_failed"
-    if not valid and reason:
-        evidence = dict(execution.evidence or {})
-        summary = evidence.get("summary")
-        evidence["summary"] = f"{summary} | {reason}" if summary else reason
-        execution.evidence = evidence
-    execution.updated_at = now
-    db.session.commit()
-    return execution
-
-
-def _require_outcome(execution: Execution) -> None:
-    if execution.outcome is None:
-        db.session.rollback()
-        raise Conflict("no_outcome", "No outcome has been recorded for this execution yet")
-
-
-def mark_verification_pending(user: User, execution_id: str, now: datetime | None = None
-                              ) -> Execution:
-    """Put a reported outcome back into ``verification_pending`` (409 ``no_outcome``)."""
-    now = now or utcnow()
-    execution = get_execution(user, execution_id, for_update=True)
-    _require_outcome(execution)
-    execution.outcome_state = "verification_pending"
-    execution.updated_at = now
-    db.session.commit()
-    return execution
-
-
-def update_evidence(user: User, execution_id: str, data: dict[str, Any],
-                    now: datetime | None = None) -> Execution:
-    """Merge evidence fields into a recorded outcome (falsy values are ignored)."""
-    now = now or utcnow()
-    execution = get_execution(user, execution_id, for_update=True)
-    _require_outcome(execution)
-    evidence = dict(execution.evidence or {})
-    evidence.update(_evidence_from(data))
-    if data.get("metadata"):
-        metadata = data["metadata"]
-        if len(json.dumps(metadata).encode("utf-8")) > MAX_METADATA_BYTES:
-            db.session.rollback()
-            raise BadRequest("metadata_too_large",
-                             f"metadata must encode to at most {MAX_METADATA_BYTES} bytes")
-        evidence["metadata"] = metadata
-    execution.evidence = evidence
-    execution.updated_at = now
-    db.session.commit()
-    return execution
-
