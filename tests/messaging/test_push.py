@@ -209,6 +209,18 @@ def test_cleared_webhook_leaves_message_for_polling(push_app, receivers):
     assert inbox["messages"][0]["delivery_state"] == "delivered"
 
 
+def test_deleted_recipient_gets_no_push(push_app, receivers):
+    receiver = receivers()
+    client = push_app.test_client()
+    alice = Party(client)
+    a, b = alice.agent("A"), alice.agent("B", webhook_url=receiver.url)
+    msg = alice.send(a["id"], b["id"]).get_json()
+    client.delete(f"/v1/agents/{b['id']}", headers=alice.headers)
+    run_worker(push_app)
+    assert receiver.requests == []
+    assert state_of(push_app, msg["id"]).delivery_state == "queued"
+
+
 def test_polled_message_is_not_pushed(push_app, receivers):
     receiver = receivers()
     client = push_app.test_client()

@@ -111,14 +111,15 @@ def _address(agent: Agent, user_slug: str) -> dict[str, str]:
 
 
 def build_push(message: Message, attempt: int, now: datetime) -> PushRequest | None:
-    """The signed request for ``message``; ``None`` when the recipient has no webhook URL.
+    """The signed request for ``message``; ``None`` when the recipient has no webhook URL
+    (or was deleted: its inbox stays readable, but nothing is pushed to it any more).
 
     ``to.slug`` carries the *recipient's* user slug (upstream wrongly used the sender's).
     Raises ``LookupError`` when the recipient has a URL but no signing secret.
     """
     sender = db.session.get(Agent, message.from_agent_id)
     recipient = db.session.get(Agent, message.to_agent_id)
-    if recipient is None or not recipient.webhook_url:
+    if recipient is None or not recipient.webhook_url or recipient.deleted_at is not None:
         return None
     if not recipient.webhook_secret:
         raise LookupError("Recipient agent has no webhook secret")
