@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import dialect_name, utcnow
@@ -138,7 +138,7 @@ def claim_webhook_executions(now: datetime, limit: int) -> list[tuple[object, da
             .where(Execution.id == execution_id,
                    Execution.status.in_(("pending", "retry_ready")))
             .values(status="delivering", attempts=Execution.attempts + 1, last_attempt_at=now,
-                    started_at=now, updated_at=now)
+                    started_at=func.coalesce(Execution.started_at, now), updated_at=now)
             .execution_options(synchronize_session=False))
         if result.rowcount == 1:
             claimed.append((execution_id, now))
@@ -172,7 +172,9 @@ def _deliver_tracked(ctx, execution_id, claimed_at) -> None:
 def dispatch_webhooks(ctx) -> int:
     """Job: claim as many due webhook executions as there are free delivery threads."""
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
-    ctx.on_shutdown(lambda: release_webhook_claims(list(in_flight), utcnow()))
+    if not ctx.state.get("webhooks_release_registered"):
+        ctx.on_shutdown(lambda: release_webhook_claims(list(in_flight), utcnow()))
+        ctx.state["webhooks_release_registered"] = True
     slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
     claims = claim_webhook_executions(ctx.now(), slots)
     for claim in claims:

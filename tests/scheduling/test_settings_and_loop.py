@@ -115,3 +115,16 @@ def test_delivery_pool_bounds_and_waits(app):
     pool.submit(lambda: 1 / 0)  # a failing task neither kills the pool nor leaks a slot
     assert pool.wait_idle(5) and pool.free_slots() == 2
     pool.close()
+
+
+def test_dispatch_registers_its_release_once(app):
+    from app.scheduling.jobs import dispatch_webhooks
+    from app.worker.loop import JobContext
+
+    pool = DeliveryPool(app, 1)
+    ctx = JobContext(app, pool, threading.Event())
+    with app.app_context():
+        for _ in range(3):
+            dispatch_webhooks(ctx)
+    assert len(ctx._releases) == 1
+    pool.close()
