@@ -81,3 +81,23 @@ def test_health_reports_queue_and_workers(client, headers):
     assert workers["active_count"] == 1 and workers["last_heartbeat"].endswith("+00:00")
     other, _ = register(client)
     assert client.get("/v1/usage", headers=key_headers(other)).status_code == 200
+
+
+def test_usage_warning_header_from_80_percent(make_app):
+    for quotas_off in (False, True):
+        app = make_app(DISABLE_QUOTA_ENFORCEMENT=quotas_off)
+        client = app.test_client()
+        api_key, _ = register(client)
+        headers = key_headers(api_key)
+        user_id = uuid.UUID(user_id_of(client, api_key))
+        month = datetime.now(UTC).strftime("%Y-%m")
+        with app.app_context():
+            db.session.add(ExecutionUsage(user_id=user_id, month=month, executions=239))
+            db.session.commit()
+        assert "X-CueAPI-Usage-Warning" not in client.get("/v1/auth/me", headers=headers).headers
+        with app.app_context():
+            db.session.execute(db.update(ExecutionUsage).values(executions=240))
+            db.session.commit()
+        warned = client.get("/v1/cues", headers=headers).headers.get("X-CueAPI-Usage-Warning")
+        assert warned == (None if quotas_off else "approaching_limit")
+        assert "X-CueAPI-Usage-Warning" not in client.get("/health").headers
