@@ -27,7 +27,7 @@ install: $(STAMP)
 run: $(STAMP)
 	mkdir -p instance
 	$(BIN)/flask db upgrade
-	exec bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
+	exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
 		wsgi:app
 
 ## System packages the suite needs (Debian archive): PostgreSQL server binaries and Redis.
