@@ -341,3 +341,26 @@ def test_claim_with_nothing_due(push_app):
 
         assert claim_pushes(5) == []
         assert claim_pushes(0) == []
+
+
+def test_running_worker_loop_delivers_pushes(push_app, receivers):
+    """The real loop (as ``flask worker run`` runs it) picks up a push sent while it runs."""
+    receiver = receivers()
+    client = push_app.test_client()
+    alice = Party(client)
+    a, b = alice.agent("A"), alice.agent("B", webhook_url=receiver.url)
+    worker = Worker(push_app, jobs=PUSH_JOBS)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        msg = alice.send(a["id"], b["id"]).get_json()
+        for _ in range(200):
+            if state_of(push_app, msg["id"]).delivery_state == "delivered":
+                break
+            threading.Event().wait(0.05)
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert state_of(push_app, msg["id"]).delivery_state == "delivered"
+    assert len(receiver.requests) == 1
