@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cueapi import verify_webhook
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.messaging.models import Message
@@ -364,3 +364,44 @@ def test_running_worker_loop_delivers_pushes(push_app, receivers):
     assert not thread.is_alive()
     assert state_of(push_app, msg["id"]).delivery_state == "delivered"
     assert len(receiver.requests) == 1
+
+
+def test_concurrent_claimers_never_claim_one_push_twice(make_app, receivers):
+    app = make_app(ALLOW_PRIVATE_CALLBACK_URLS=True, DISABLE_QUOTA_ENFORCEMENT=True)
+    receiver = receivers()
+    client = app.test_client()
+    alice = Party(client)
+    a, b = alice.agent("A"), alice.agent("B", webhook_url=receiver.url)
+    sent = {alice.send(a["id"], b["id"], body=str(i)).get_json()["id"] for i in range(40)}
+    from app.messaging.services.delivery import claim_pushes
+
+    claims: list[list[str]] = [[] for _ in range(4)]
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def claimer(index):
+        try:
+            with app.app_context():
+                barrier.wait()
+                while True:
+                    got = claim_pushes(3)
+                    if not got:
+                        remaining = db.session.execute(
+                            select(func.count()).select_from(Message)
+                            .where(Message.delivery_state == "queued")).scalar_one()
+                        db.session.rollback()
+                        if remaining == 0:
+                            return
+                    claims[index].extend(mid for mid, _attempt in got)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    flat = [mid for ids in claims for mid in ids]
+    assert len(flat) == len(set(flat)) == 40
+    assert set(flat) == sent
