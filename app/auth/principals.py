@@ -12,12 +12,14 @@ only caller besides the resolver's :func:`find_principal_by_token`.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Uuid, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.identity import ALL_SCOPES, ServicePrincipal
@@ -172,21 +174,39 @@ def list_principals() -> list[tuple[ServicePrincipalRecord, list[ServiceKey]]]:
     return [(p, keys.get(p.id, [])) for p in principals]
 
 
-def find_principal_by_token(token: str) -> ServicePrincipal | None:
-    """The principal a presented ``svc_`` key belongs to, or None (unknown, retired, revoked).
+@functools.cache
+def _lookup_statement(with_subject: bool):
+    """The key lookup, built once (building a statement costs more than running it)."""
+    from app.users.models import User
+
+    columns = [ServiceKey.id, ServicePrincipalRecord.id, ServicePrincipalRecord.name,
+               ServicePrincipalRecord.owner, ServicePrincipalRecord.scopes]
+    query = select(*columns, User) if with_subject else select(*columns)
+    query = (query.select_from(ServiceKey)
+             .join(ServicePrincipalRecord, ServicePrincipalRecord.id == ServiceKey.principal_id))
+    if with_subject:
+        query = query.outerjoin(User, User.id == bindparam("subject_id", type_=Uuid()))
+    return query.where(ServiceKey.key_hash == bindparam("key_hash"),
+                       ServiceKey.retired_at.is_(None),
+                       ServicePrincipalRecord.revoked_at.is_(None))
+
+
+def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None):
+    """``(principal, subject)`` for a presented ``svc_`` key; ``(None, None)`` when the key is
+    unknown, retired, or its principal revoked.
 
     One indexed lookup by the key's hash; not cached, so revocation and retirement apply to the
-    very next request.
+    very next request.  With ``subject_id`` the user it names is fetched in the same statement
+    (``subject`` is that ``User`` or None), saving a round trip on every delegated request.
     """
-    row = db.session.execute(
-        select(ServiceKey.id, ServicePrincipalRecord.id, ServicePrincipalRecord.name,
-               ServicePrincipalRecord.owner, ServicePrincipalRecord.scopes)
-        .join(ServicePrincipalRecord, ServicePrincipalRecord.id == ServiceKey.principal_id)
-        .where(ServiceKey.key_hash == hash_secret(token), ServiceKey.retired_at.is_(None),
-               ServicePrincipalRecord.revoked_at.is_(None))
-    ).first()
+    with_subject = subject_id is not None
+    params = {"key_hash": hash_secret(token)}
+    if with_subject:
+        params["subject_id"] = subject_id
+    row = db.session.execute(_lookup_statement(with_subject), params).first()
     if row is None:
-        return None
-    key_id, principal_id, name, owner, scopes = row
-    return ServicePrincipal(name=name, key_id=str(key_id), scopes=frozenset(scopes.split()),
-                            owner=owner, principal_id=principal_id)
+        return None, None
+    key_id, principal_id, name, owner, scopes = row[:5]
+    principal = ServicePrincipal(name=name, key_id=str(key_id), scopes=frozenset(scopes.split()),
+                                 owner=owner, principal_id=principal_id)
+    return principal, (row[5] if with_subject else None)

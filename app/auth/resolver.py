@@ -62,6 +62,28 @@ def _presented_service_token() -> tuple[str | None, bool]:
     return _bearer(), False
 
 
+#: Marks "the subject user was not looked up together with the principal".
+_NOT_FETCHED = object()
+
+
+def _find_principal(token: str | None, subject_id: uuid.UUID | None = None):
+    """``(principal or None, subject)``; ``subject`` is the user ``subject_id`` (or None when
+    absent) if it was fetched in the principal's own query, else ``_NOT_FETCHED``."""
+    config = current_app.config
+    if not token or not config["EXTERNAL_AUTH_BACKEND"]:
+        return None, _NOT_FETCHED
+    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN"]):
+        return ENV_PRINCIPAL, _NOT_FETCHED
+    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN_PREVIOUS"]):
+        return ENV_PREVIOUS_PRINCIPAL, _NOT_FETCHED
+    if token.startswith(SERVICE_KEY_PREFIX):
+        from app.auth.principals import find_principal_by_token
+
+        principal, subject = find_principal_by_token(token, subject_id)
+        return principal, (subject if subject_id is not None else _NOT_FETCHED)
+    return None, _NOT_FETCHED
+
+
 def find_service_principal(token: str | None) -> ServicePrincipal | None:
     """The service principal owning ``token``, or None (also when delegation is off).
 
@@ -69,18 +91,15 @@ def find_service_principal(token: str | None) -> ServicePrincipal | None:
     are compared in constant time; a ``svc_`` key is looked up by its hash among the live keys of
     unrevoked principals (no cache, so revocation applies to the next request).
     """
-    config = current_app.config
-    if not token or not config["EXTERNAL_AUTH_BACKEND"]:
-        return None
-    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN"]):
-        return ENV_PRINCIPAL
-    if secrets_equal(token, config["INTERNAL_AUTH_TOKEN_PREVIOUS"]):
-        return ENV_PREVIOUS_PRINCIPAL
-    if token.startswith(SERVICE_KEY_PREFIX):
-        from app.auth.principals import find_principal_by_token
+    return _find_principal(token)[0]
 
-        return find_principal_by_token(token)
-    return None
+
+def _subject_id() -> uuid.UUID | None:
+    """``X-On-Behalf-Of`` as a UUID when it is one (errors are reported later, in order)."""
+    try:
+        return uuid.UUID((request.headers.get(ON_BEHALF_OF) or "").strip())
+    except ValueError:
+        return None
 
 
 def require_scope(principal: ServicePrincipal, scope: str) -> None:
@@ -114,7 +133,7 @@ def _reject_mixed_headers() -> None:
         )
 
 
-def _on_behalf_of_user(principal: ServicePrincipal) -> Identity:
+def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> Identity:
     """Path 2: resolve ``X-On-Behalf-Of`` to the user the principal acts for.
 
     Order: scope ``users:act`` (403) → header present (400) → a UUID (400) → a user the
@@ -136,7 +155,8 @@ def _on_behalf_of_user(principal: ServicePrincipal) -> Identity:
     except ValueError:
         raise BadRequest("invalid_on_behalf_of", f"{ON_BEHALF_OF} must be a user UUID") from None
     g.on_behalf_of = user_id
-    user = db.session.get(User, user_id)
+    # A named principal's key and the subject come back from one query (one round trip).
+    user = db.session.get(User, user_id) if prefetched is _NOT_FETCHED else prefetched
     if user is None or not principal.may_act_for(user):
         raise NotFound("user_not_found", f"No user with id {user_id}")
     _check_active(user)
@@ -182,9 +202,9 @@ def resolve_identity() -> Identity:
     """Authenticate the current request as a user (any of the three paths)."""
     _reject_mixed_headers()
     token, explicit = _presented_service_token()
-    principal = find_service_principal(token)
+    principal, subject = _find_principal(token, _subject_id())
     if principal is not None:
-        return _on_behalf_of_user(principal)
+        return _on_behalf_of_user(principal, subject)
     if explicit or (token and token.startswith(SERVICE_KEY_PREFIX)
                      and current_app.config["EXTERNAL_AUTH_BACKEND"]):
         raise Unauthorized("invalid_internal_token", "Invalid service credential")
