@@ -177,12 +177,13 @@ def _apply_in_bulk(items: list[_Item], owner: str | None) -> None:
     try:
         if inserts:
             dialect = postgresql if dialect_name() == "postgresql" else sqlite
-            # Every row carries the same keys, so this is one multi-row INSERT.
+            # One statement compiled once; SQLAlchemy batches the rows into multi-row VALUES.
             columns = sorted({key for row in inserts for key in row})
-            stmt = (dialect.insert(User)
-                    .values([{c: row.get(c) for c in columns} for row in inserts])
-                    .on_conflict_do_nothing(index_elements=["id"]).returning(User.id))
-            inserted = set(db.session.scalars(stmt))
+            stmt = (dialect.insert(User.__table__)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(User.__table__.c.id))
+            inserted = set(db.session.scalars(
+                stmt, [{c: row.get(c) for c in columns} for row in inserts]))
             if len(inserted) != len(inserts):
                 raise _Retry()  # a concurrent upsert created one of these ids meanwhile
         if updates:
