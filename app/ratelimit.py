@@ -10,6 +10,8 @@
 * Counters live in ``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) by default, Redis to
   share them across gunicorn workers and machines.  If the storage is unreachable requests are
   let through (fail open) and a warning is logged.
+* ``SERVICE_RATE_LIMIT_PER_MINUTE`` adds one bucket per service principal for delegated requests,
+  checked after the subject user's.
 * :func:`limit` adds an endpoint-specific limit (device-code creation, e-mail submission …).
 
 The Limiter is built per app, like the Api, so two apps never share counters or settings.
