@@ -30,6 +30,10 @@ blp = Blueprint("device_code", __name__, template_folder="templates",
 
 #: OpenAPI description of the two browser pages.
 HTML_PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
+#: A refusal before the page is rendered (e.g. a NUL in the query) is the JSON envelope.
+HTML_OR_ENVELOPE = {"content": {"text/html": {"schema": {"type": "string"}},
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
 
 
 def _body_key(field: str):
@@ -101,7 +105,7 @@ class DevicePage(MethodView):
     @public
     @blp.arguments(DevicePageQuerySchema, location="query")
     @blp.doc(responses={"200": {"description": "The e-mail form (HTML)", **HTML_PAGE},
-                        "400": {"description": "Expired code (HTML)", **HTML_PAGE},
+                        "400": {"description": "Expired code (HTML)", **HTML_OR_ENVELOPE},
                         "404": {"description": "Unknown code (HTML)", **HTML_PAGE}})
     def get(self, query):
         """Browser page where the user enters the e-mail that approves a CLI login (HTML)."""
@@ -118,7 +122,7 @@ class Verify(MethodView):
     @blp.arguments(VerifyQuerySchema, location="query")
     @blp.doc(responses={"200": {"description": "Login approved (HTML)", **HTML_PAGE},
                         "400": {"description": "Invalid, used or expired link (HTML)",
-                                **HTML_PAGE},
+                                **HTML_OR_ENVELOPE},
                         "403": {"description": "Unknown e-mail and sign-up closed (HTML)",
                                 **HTML_PAGE}})
     def get(self, query):
