@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app.auth.identity import ServicePrincipal
 from app.auth.models import AuditRecord, ServiceKey
@@ -103,7 +104,7 @@ class AuditWriter:
             try:
                 self.flush()
                 failures = 0
-            except Exception:  # noqa: BLE001 - keep the writer alive; the batch is retried
+            except Exception:
                 if failures == 0:
                     log.exception("audit flush failed; retrying with back-off")
                 failures = min(failures + 1, 10)
@@ -122,20 +123,41 @@ class AuditWriter:
                 return 0
             try:
                 with self.app.app_context():
-                    if rows:
-                        db.session.execute(AuditRecord.__table__.insert(), [
-                            {"id": uuid.uuid4(), **dict(zip(_COLUMNS, row, strict=True))}
-                            for row in rows])
-                    for key_id, when in usage.items():
-                        db.session.execute(update(ServiceKey).where(ServiceKey.id == key_id)
-                                           .values(last_used_at=when))
-                    db.session.commit()
+                    try:
+                        self._write(rows, usage)
+                    except (OperationalError, InterfaceError):
+                        raise  # the database is unreachable: keep everything for a retry
+                    except SQLAlchemyError:
+                        # One unstorable row must not block the trail: write row by row.
+                        db.session.rollback()
+                        self._write_one_by_one(rows, usage)
             except Exception:
                 with self._lock:
                     self._buffer[:0] = rows
                 raise
             self._key_written.update(usage)
             return len(rows)
+
+    @staticmethod
+    def _write(rows: list[tuple], usage: dict[uuid.UUID, datetime]) -> None:
+        if rows:
+            db.session.execute(AuditRecord.__table__.insert(), [
+                {"id": uuid.uuid4(), **dict(zip(_COLUMNS, row, strict=True))} for row in rows])
+        for key_id, when in usage.items():
+            db.session.execute(update(ServiceKey).where(ServiceKey.id == key_id)
+                               .values(last_used_at=when))
+        db.session.commit()
+
+    def _write_one_by_one(self, rows: list[tuple], usage: dict[uuid.UUID, datetime]) -> None:
+        for row in rows:
+            try:
+                self._write([row], {})
+            except (OperationalError, InterfaceError):
+                raise
+            except SQLAlchemyError:
+                db.session.rollback()
+                log.error("audit: dropped a record that cannot be stored (request %s)", row[-1])
+        self._write([], usage)
 
     def _due_key_usage(self) -> dict[uuid.UUID, datetime]:
         due = {}
@@ -153,7 +175,7 @@ class AuditWriter:
             self._thread.join(timeout=10)
         try:
             self.flush()
-        except Exception:  # noqa: BLE001 - last chance; say what was lost
+        except Exception:
             log.exception("audit: %d records could not be written at shutdown",
                           len(self._buffer))
 
@@ -176,8 +198,11 @@ def _record_request(response):
     if principal is not None:
         writer = _writer()
         if writer is not None:
+            # Method and path are client-chosen: bound them and drop NULs (PostgreSQL text
+            # cannot hold them) so every record is storable.
+            path = request.path.replace("\x00", "\ufffd")[:PATH_MAX]
             writer.record((utcnow(), principal.name, principal.owner, principal.key_id,
-                           g.get("on_behalf_of"), request.method, request.path[:PATH_MAX],
+                           g.get("on_behalf_of"), request.method[:10], path,
                            response.status_code, g.get("request_id") or ""))
     return response
 

@@ -3,12 +3,16 @@ per-principal rate limit."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
-import textwrap
 import threading
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +23,15 @@ from app.auth.audit import flush_audit, prune_audit_at
 from app.auth.models import AuditRecord
 from app.extensions import db
 from tests.delegation.conftest import audit_rows, me, new_user
-from tests.helpers import SERVICE_TOKEN, error_of, key_headers, register, service_headers
+from tests.helpers import (
+    SERVICE_TOKEN,
+    error_of,
+    key_headers,
+    register,
+    service_headers,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _mine(rows, principal_name):
@@ -117,36 +129,76 @@ def test_records_wait_in_the_buffer_and_are_written_on_stop(make_app):
     assert written() == 1
 
 
-def test_records_are_flushed_at_interpreter_exit(db_url):
-    """A process that exits cleanly (as a gunicorn worker does) writes its buffered records."""
-    marker_user = str(uuid.uuid4())
-    script = textwrap.dedent(f"""
-        from app import create_app
-        from tests.helpers import SERVICE_TOKEN, service_headers
-        app = create_app({{"ENV": "test", "DATABASE_URL": {db_url!r},
-                          "EXTERNAL_AUTH_BACKEND": True, "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN,
-                          "RATELIMIT_ENABLED": False, "AUDIT_FLUSH_INTERVAL_SECONDS": 60}})
-        client = app.test_client()
-        uid = {marker_user!r}
-        r = client.put("/v1/internal/users/" + uid, headers=service_headers(),
-                       json={{"email": uid[:8] + "@example.com", "slug": "x" + uid[:8]}})
-        assert r.status_code == 200, r.get_json()
-        for _ in range(3):
-            assert client.get("/v1/auth/me", headers=service_headers(uid)).status_code == 200
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, cwd=str(__import__("pathlib").Path(__file__)
-                                                 .resolve().parents[2]))
-    assert result.returncode == 0, result.stderr[-2000:]
-    from sqlalchemy import create_engine, text
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_gunicorn_workers_write_their_buffer_on_sigterm(db_url):
+    """Two gunicorn workers with a 60 s flush interval: nothing is written while they serve,
+    everything is written when the master is stopped with SIGTERM (a clean stop)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "DATABASE_"))}
+    env.update({"ENV": "test", "DATABASE_URL": db_url, "EXTERNAL_AUTH_BACKEND": "true",
+                "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN, "RATELIMIT_ENABLED": "false",
+                "AUDIT_FLUSH_INTERVAL_SECONDS": "60", "LOG_LEVEL": "WARNING"})
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
+         "--workers", "2", "wsgi:app"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        user_id = str(uuid.uuid4())
+        created = httpx.put(f"{url}/v1/internal/users/{user_id}", headers=service_headers(),
+                            json={"email": f"{user_id[:8]}@example.com", "slug": f"g{user_id[:8]}"})
+        assert created.status_code == 200
+        request_ids = {created.headers["X-Request-Id"]}
+        for _ in range(12):
+            response = httpx.get(f"{url}/v1/auth/me", headers=service_headers(user_id))
+            assert response.status_code == 200
+            request_ids.add(response.headers["X-Request-Id"])
+        assert _count_requests(db_url, request_ids) == 0  # still buffered
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert _count_requests(db_url, request_ids) == 13
+
+
+def _count_requests(db_url, request_ids) -> int:
+    from sqlalchemy import bindparam, create_engine, text
 
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        count = conn.execute(text("SELECT count(*) FROM audit_records WHERE user_id = :u"),
-                             {"u": marker_user if db_url.startswith("postgresql")
-                              else uuid.UUID(marker_user).hex}).scalar()
+        count = conn.execute(
+            text("SELECT count(*) FROM audit_records WHERE request_id IN :ids")
+            .bindparams(bindparam("ids", expanding=True)), {"ids": list(request_ids)}).scalar()
     engine.dispose()
-    assert count == 3
+    return count
+
+
+def test_hostile_paths_are_stored_and_a_bad_row_never_blocks_the_trail(app, client):
+    user_id = new_user(client)
+    odd = client.get("/v1/cues/" + "x" * 600, headers=service_headers(user_id))
+    assert odd.status_code < 500
+    writer = app.extensions["cueline_audit"]
+    good = me(client, SERVICE_TOKEN, user_id).headers["X-Request-Id"]
+    # A record no column can hold (forced past the request hook's own checks).
+    writer.record((app_db.utcnow(), "env", None, "env", "not-a-uuid", "GET", "/x", 200, "bad"))
+    flush_audit(app)
+    with app.app_context():
+        stored = {r.request_id: r for r in db.session.scalars(select(AuditRecord))}
+    assert good in stored and "bad" not in stored
+    odd_row = stored[odd.headers["X-Request-Id"]]
+    assert odd_row.path == ("/v1/cues/" + "x" * 600)[:512]
 
 
 # --- GET /v1/internal/audit ------------------------------------------------------------------

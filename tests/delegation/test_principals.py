@@ -14,7 +14,13 @@ from app.auth.audit import flush_audit
 from app.auth.models import ServiceKey, ServicePrincipalRecord
 from app.extensions import db
 from tests.delegation.conftest import me, new_user, upsert
-from tests.helpers import SERVICE_TOKEN, error_of, key_headers, register, service_headers
+from tests.helpers import (
+    SERVICE_TOKEN,
+    error_of,
+    key_headers,
+    register,
+    service_headers,
+)
 
 
 @pytest.mark.parametrize("style", ["bearer", "key"])
