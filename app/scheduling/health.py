@@ -17,25 +17,26 @@ log = logging.getLogger(__name__)
 
 
 def queue_summary(now: datetime | None = None) -> dict[str, int]:
-    """Due webhook deliveries, stale deliveries, waiting retries and unclaimed worker jobs."""
+    """Due webhook deliveries, stale deliveries, waiting retries and unclaimed worker jobs.
+
+    One query (conditional counts over the open executions), so a load balancer polling
+    ``/health`` costs one round trip, not four.
+    """
     now = now or utcnow()
     stale_cutoff = now - timedelta(seconds=current_app.config["EXECUTION_STALE_AFTER_SECONDS"])
-
-    def count(*conditions) -> int:
-        return db.session.scalar(select(func.count()).select_from(Execution)
-                                 .join(Cue, Cue.id == Execution.cue_id)
-                                 .where(*conditions)) or 0
-
-    return {
-        "pending_outbox": count(Cue.transport == "webhook", Execution.status == "pending",
-                                Execution.scheduled_for <= now),
-        "stale_executions": count(Cue.transport == "webhook", Execution.status == "delivering",
-                                  Execution.updated_at < stale_cutoff),
-        "pending_retries": count(Execution.status.in_(("retrying", "retry_ready"))),
-        "pending_worker_claims": count(Cue.transport == "worker",
-                                       Execution.status == "pending",
-                                       Execution.scheduled_for <= now),
-    }
+    webhook, worker = Cue.transport == "webhook", Cue.transport == "worker"
+    pending_due = (Execution.status == "pending") & (Execution.scheduled_for <= now)
+    row = db.session.execute(
+        select(func.count().filter(webhook & pending_due),
+               func.count().filter(webhook & (Execution.status == "delivering")
+                                   & (Execution.updated_at < stale_cutoff)),
+               func.count().filter(Execution.status.in_(("retrying", "retry_ready"))),
+               func.count().filter(worker & pending_due))
+        .select_from(Execution).join(Cue, Cue.id == Execution.cue_id)
+        .where(Execution.status.in_(("pending", "delivering", "retrying", "retry_ready")))
+    ).one()
+    names = ("pending_outbox", "stale_executions", "pending_retries", "pending_worker_claims")
+    return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
 
 
 def add_scheduling_health(report: dict[str, Any]) -> None:
