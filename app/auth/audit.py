@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app.auth.identity import ServicePrincipal
@@ -53,7 +53,9 @@ class AuditWriter:
     """One app's audit buffer and the background thread that writes it."""
 
     def __init__(self, app: Flask):
-        self.app = app
+        # Weak, so a discarded app (tests build hundreds) can be collected with its pool; the
+        # thread ends when the app is gone.
+        self._app = weakref.ref(app)
         self.interval = float(app.config["AUDIT_FLUSH_INTERVAL_SECONDS"])
         self.batch = int(app.config["AUDIT_FLUSH_BATCH"])
         self._buffer: list[tuple] = []
@@ -65,6 +67,7 @@ class AuditWriter:
         #: key id → last time it authenticated a request (not yet written).
         self._key_used: dict[uuid.UUID, datetime] = {}
         self._key_written: dict[uuid.UUID, datetime] = {}
+        self._disposing = False
 
     # -- request side (cheap: no I/O) -----------------------------------------------------------
 
@@ -97,7 +100,7 @@ class AuditWriter:
 
     def _run(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self._app() is not None:
             # Back off while the database is unreachable (0.5 s, 1 s, 2 s … at most 30 s).
             self._wake.wait(min(self.interval * 2 ** failures, MAX_RETRY_SECONDS))
             self._wake.clear()
@@ -121,8 +124,11 @@ class AuditWriter:
             usage = self._due_key_usage()
             if not rows and not usage:
                 return 0
+            app = self._app()
+            if app is None:
+                return 0
             try:
-                with self.app.app_context():
+                with app.app_context():
                     try:
                         self._write(rows, usage)
                     except (OperationalError, InterfaceError):
@@ -166,6 +172,21 @@ class AuditWriter:
             if written is None or when - written >= LAST_USED_GRANULARITY:
                 due[key_id] = when
         return due
+
+    def engine_disposed(self, engine) -> None:
+        """The app's engine was disposed (a shutdown, or a test tearing its app down): write the
+        buffer now, then release the connection that took, so none is left open behind."""
+        if self._disposing:
+            return
+        self._disposing = True
+        try:
+            self.flush()
+        except Exception:  # the database may be gone already
+            log.error("audit: %d records could not be written when the engine was disposed",
+                      len(self._buffer))
+        finally:
+            engine.dispose()
+            self._disposing = False
 
     def stop(self) -> None:
         """Stop the thread and write what is left (clean shutdown)."""
@@ -213,6 +234,8 @@ def init_audit(app: Flask) -> None:
     app.extensions["cueline_audit"] = writer
     _writers.add(writer)
     app.after_request(_record_request)
+    with app.app_context():
+        event.listen(db.engine, "engine_disposed", writer.engine_disposed)
 
 
 def flush_audit(app: Flask | None = None) -> int:
