@@ -278,11 +278,46 @@ def test_retention_prunes_old_records(app, client, monkeypatch):
     assert recent in left and old not in left
 
 
-def test_retention_job_is_in_the_worker_table():
+def test_retention_job_runs_from_the_worker_table(make_app, monkeypatch):
+    import importlib
+
     from app.worker import JOBS
 
     [job] = [j for j in JOBS if j.name == "audit_retention"]
-    assert job.target == "app.auth.audit:prune_audit"
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN,
+                   AUDIT_RETENTION_DAYS=7, AUDIT_RETENTION_INTERVAL_SECONDS=60)
+    assert job.enabled(app.config) and job.interval_seconds(app.config) == 60
+    module, _, name = job.target.partition(":")
+    run = getattr(importlib.import_module(module), name)
+    client = app.test_client()
+    user_id = new_user(client)
+    base = app_db.utcnow()
+    monkeypatch.setattr(app_db, "clock", lambda: base - timedelta(days=8))
+    me(client, SERVICE_TOKEN, user_id)
+    monkeypatch.setattr(app_db, "clock", lambda: base)
+    flush_audit(app)
+
+    class Ctx:
+        def now(self):
+            return base
+
+    with app.app_context():
+        assert run(Ctx()) == 1
+        assert run(Ctx()) == 0
+        assert db.session.scalar(select(func.count()).select_from(AuditRecord)) == 1
+
+
+def test_previous_env_token_is_audited_as_such(make_app):
+    new_token = "n" * 48
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=new_token,
+                   INTERNAL_AUTH_TOKEN_PREVIOUS=SERVICE_TOKEN)
+    client = app.test_client()
+    user_id = new_user(client, new_token)
+    old = me(client, SERVICE_TOKEN, user_id).headers["X-Request-Id"]
+    new = me(client, new_token, user_id).headers["X-Request-Id"]
+    rows = {r.request_id: r for r in audit_rows(app)}
+    assert (rows[old].principal, rows[old].key_id) == ("env", "env-previous")
+    assert (rows[new].principal, rows[new].key_id) == ("env", "env")
 
 
 # --- per-principal rate limit ------------------------------------------------------------------
