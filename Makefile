@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The cueapi CLI ships a top-level module named like cueapi-sdk's, so it gets its own venv.
+CLI_VENV ?= .venv-cli
+CLI_STAMP := $(CLI_VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 2
@@ -19,6 +22,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e ./client
 	touch $(STAMP)
+
+$(CLI_STAMP):
+	test -x $(CLI_VENV)/bin/python || $(PYTHON) -m venv $(CLI_VENV)
+	$(CLI_VENV)/bin/python -m pip install --quiet 'cueapi==0.2.0'
+	touch $(CLI_STAMP)
 
 install: $(STAMP)
 
@@ -41,8 +49,9 @@ system-deps:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster.
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) $(CLI_STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 \
+		CUELINE_CUEAPI_CLI=$(CURDIR)/$(CLI_VENV)/bin/cueapi \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make soak: the reliability suite at full strength (thousands of fuzzed requests).
@@ -60,4 +69,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check app config.py wsgi.py tests
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(CLI_VENV) *.egg-info

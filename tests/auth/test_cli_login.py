@@ -1,10 +1,11 @@
-"""The real ``cueapi`` CLI logs in against a live server (opt-in: it lives in its own virtualenv).
+"""The real ``cueapi`` CLI logs in against a live server.
 
 The ``cueapi`` distribution installs a top-level ``cueapi`` package that clashes with
-``cueapi-sdk``'s, so it cannot share the project's virtualenv.  To run this test::
+``cueapi-sdk``'s, so it lives in its own virtualenv: ``make test`` builds ``.venv-cli`` and
+points ``CUELINE_CUEAPI_CLI`` at it.  By hand::
 
-    python -m venv /tmp/cueapi-cli && /tmp/cueapi-cli/bin/pip install cueapi==0.2.0
-    CUELINE_CUEAPI_CLI=/tmp/cueapi-cli/bin/cueapi .venv/bin/python -m pytest tests/auth/test_cli_login.py
+    python -m venv .venv-cli && .venv-cli/bin/pip install cueapi==0.2.0
+    CUELINE_CUEAPI_CLI=.venv-cli/bin/cueapi .venv/bin/python -m pytest tests/auth/test_cli_login.py
 """
 
 from __future__ import annotations
