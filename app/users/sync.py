@@ -22,7 +22,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
+from app.auth.tokens import (
+    generate_api_key,
+    generate_webhook_secret,
+    hash_secret,
+    key_prefix,
+)
 from app.db import dialect_name, utcnow
 from app.errors import AppError
 from app.extensions import db
