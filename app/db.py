@@ -62,7 +62,9 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
             # database restart fails its request with 503 and SQLAlchemy then discards the
             # whole pool, so the service recovers by itself (tests/reliability/test_faults.py).
             "pool_size": config["DB_POOL_SIZE"],
-            "max_overflow": config["DB_MAX_OVERFLOW"],
+            # Worker processes run DELIVERY_CONCURRENCY threads, each with its own session;
+            # web processes never reach these extra connections.
+            "max_overflow": config["DB_MAX_OVERFLOW"] + config["DELIVERY_CONCURRENCY"],
             "pool_timeout": 10,
             "connect_args": {"connect_timeout": config["DB_CONNECT_TIMEOUT_SECONDS"]},
         }

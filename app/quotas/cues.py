@@ -69,13 +69,17 @@ def _ensure_usage_row(user_id: uuid.UUID, month: str) -> None:
 
 
 def count_successful_delivery(user_id: uuid.UUID, now: datetime) -> None:
-    """Increment this month's counter (caller commits).  Atomic under concurrent deliveries."""
-    month = month_key(now)
-    _ensure_usage_row(user_id, month)
-    db.session.execute(
-        update(ExecutionUsage)
-        .where(ExecutionUsage.user_id == user_id, ExecutionUsage.month == month)
-        .values(executions=ExecutionUsage.executions + 1))
+    """Increment this month's counter (caller commits).
+
+    One ``INSERT … ON CONFLICT DO UPDATE`` on both dialects: atomic under concurrent
+    deliveries, and one round trip per delivery.
+    """
+    dialect = postgresql if dialect_name() == "postgresql" else sqlite
+    stmt = dialect.insert(ExecutionUsage).values(user_id=user_id, month=month_key(now),
+                                                 executions=1)
+    db.session.execute(stmt.on_conflict_do_update(
+        index_elements=["user_id", "month"],
+        set_={"executions": ExecutionUsage.executions + 1}))
 
 
 def execution_limit_allows(user: User, now: datetime) -> bool:

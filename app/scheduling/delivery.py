@@ -79,14 +79,20 @@ def deliver_webhook(execution_id, claimed_at: datetime, clock=utcnow) -> str | N
     """Make one delivery attempt of a claimed webhook execution; return its new status.
 
     Returns ``None`` when the claim was lost meanwhile (recovered as stale, cue deleted).
+    The execution, its cue and their owner are read in one query and everything the attempt
+    needs is taken out of them before the read transaction ends, so no row is re-read after the
+    (slow) send: an attempt costs a handful of round trips, whatever the payload.
     """
-    execution = db.session.get(Execution, execution_id)
-    if execution is None or execution.status != "delivering" or \
-            execution.last_attempt_at != claimed_at:
+    row = db.session.execute(
+        select(Execution, Cue, User).join(Cue, Cue.id == Execution.cue_id)
+        .join(User, User.id == Cue.user_id).where(Execution.id == execution_id)).first()
+    if row is None:
         db.session.rollback()
         return None
-    cue = execution.cue
-    user = db.session.get(User, cue.user_id)
+    execution, cue, user = row
+    if execution.status != "delivering" or execution.last_attempt_at != claimed_at:
+        db.session.rollback()
+        return None
     attempt = execution.attempts
     now = clock()
     if (attempt == 1 and execution.triggered_by == "scheduler"
@@ -97,17 +103,19 @@ def deliver_webhook(execution_id, claimed_at: datetime, clock=utcnow) -> str | N
         db.session.commit()
         log.info("execution %s not delivered: monthly execution limit", execution.id)
         return "failed"
-    db.session.commit()  # keep the grace-period start even if the send below is slow
-
-    body = canonical_json(webhook_body(execution, cue, attempt))
+    cue_id, user_id, once = cue.id, user.id, cue.schedule_type == "once" and cue.next_run is None
+    max_attempts, next_delay = cue.retry_max_attempts, backoff_delay(cue, attempt)
+    method, url = cue.callback_method, cue.callback_url or ""
     secret = user.webhook_secret or ""
-    if not secret:
+    body = canonical_json(webhook_body(execution, cue, attempt))
+    headers = webhook_headers(execution, cue, attempt, secret, body, now) if secret else None
+    db.session.commit()  # end the read (and keep a grace-period start) before the slow send
+
+    if headers is None:
         result = None
         error, http_status, ok = "No webhook signing secret for this account", None, False
     else:
-        headers = webhook_headers(execution, cue, attempt, secret, body, now)
-        result = send(cue.callback_method, cue.callback_url or "",
-                      body=None if cue.callback_method == "GET" else body, headers=headers,
+        result = send(method, url, body=None if method == "GET" else body, headers=headers,
                       timeout=float(current_app.config["WEBHOOK_TIMEOUT_SECONDS"]))
         error, http_status, ok = result.error, result.status_code, result.ok
     finished = clock()
@@ -116,37 +124,30 @@ def deliver_webhook(execution_id, claimed_at: datetime, clock=utcnow) -> str | N
         values.update(status="success", delivered_at=finished, error_message=None,
                       response_body=(result.response_text or "")[:RESPONSE_BODY_LIMIT],
                       next_retry_at=None)
-    elif attempt < cue.retry_max_attempts:
-        values.update(status="retrying", error_message=error,
-                      next_retry_at=finished + backoff_delay(cue, attempt))
+    elif attempt < max_attempts:
+        values.update(status="retrying", error_message=error, next_retry_at=finished + next_delay)
     else:
         values.update(status="failed", error_message=error, next_retry_at=None)
-    written = db.session.execute(update(Execution).where(*_claim_matches(execution.id,
+    written = db.session.execute(update(Execution).where(*_claim_matches(execution_id,
                                                                           claimed_at))
                                  .values(**values).execution_options(synchronize_session=False))
     if written.rowcount != 1:
         db.session.rollback()
-        log.info("execution %s: claim lost during delivery; result discarded", execution.id)
+        log.info("execution %s: claim lost during delivery; result discarded", execution_id)
         return None
-    db.session.execute(update(Cue).where(Cue.id == cue.id)
+    db.session.execute(update(Cue).where(Cue.id == cue_id)
                        .values(run_count=Cue.run_count + 1, last_run=finished)
                        .execution_options(synchronize_session=False))
     if ok:
-        count_successful_delivery(user.id, finished)
-        _finish_once(cue, True, finished)
-    elif values["status"] == "failed":
-        _finish_once(cue, False, finished)
+        count_successful_delivery(user_id, finished)
+    if once and values["status"] in ("success", "failed"):
+        from app.scheduling.services.executions import finish_once_cue
+
+        finish_once_cue(cue_id, ok, finished)
     db.session.commit()
     if values["status"] == "failed":
-        escalate_failure(cue.id, attempt, http_status, error, finished)
+        escalate_failure(cue_id, attempt, http_status, error, finished)
     return values["status"]
-
-
-def _finish_once(cue: Cue, success: bool, now: datetime) -> None:
-    from app.scheduling.services.executions import finish_once_cue
-
-    if cue.schedule_type == "once" and cue.next_run is None:
-        finish_once_cue(cue.id, success, now)
 
 
 def escalate_failure(cue_id: str, attempts: int, http_status: int | None, error: str | None,

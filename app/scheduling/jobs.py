@@ -16,7 +16,7 @@ stale work; a backlog cap with "latest wins" is what most periodic jobs want.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import and_, func, or_, select, update
@@ -111,7 +111,8 @@ def run_scheduler(ctx) -> int:
 # Webhook dispatch
 
 
-def claim_webhook_executions(now: datetime, limit: int) -> list[tuple[object, datetime]]:
+def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = True
+                             ) -> list[tuple[object, datetime]]:
     """Claim up to ``limit`` due webhook executions; return ``(id, claim time)`` pairs.
 
     ``retrying`` rows whose ``next_retry_at`` passed become ``retry_ready`` first.  Candidates
@@ -120,10 +121,11 @@ def claim_webhook_executions(now: datetime, limit: int) -> list[tuple[object, da
     """
     if limit <= 0:
         return []
-    db.session.execute(update(Execution)
-                       .where(Execution.status == "retrying", Execution.next_retry_at <= now)
-                       .values(status="retry_ready", updated_at=now)
-                       .execution_options(synchronize_session=False))
+    if promote_retries:
+        db.session.execute(update(Execution)
+                           .where(Execution.status == "retrying", Execution.next_retry_at <= now)
+                           .values(status="retry_ready", updated_at=now)
+                           .execution_options(synchronize_session=False))
     query = (select(Execution.id).join(Cue, Cue.id == Execution.cue_id)
              .where(Cue.transport == "webhook",
                     or_(and_(Execution.status == "pending", Execution.scheduled_for <= now),
@@ -176,7 +178,14 @@ def dispatch_webhooks(ctx) -> int:
         ctx.on_shutdown(lambda: release_webhook_claims(list(in_flight), utcnow()))
         ctx.state["webhooks_release_registered"] = True
     slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
-    claims = claim_webhook_executions(ctx.now(), slots)
+    now = ctx.now()
+    # Due retries are promoted at most once per poll interval, not on every claim (a busy
+    # dispatcher claims each time a delivery thread frees up).
+    promote = now >= ctx.state.get("retries_promoted_until", now)
+    if promote:
+        ctx.state["retries_promoted_until"] = now + timedelta(
+            seconds=current_app.config["POLLER_INTERVAL_SECONDS"])
+    claims = claim_webhook_executions(now, slots, promote_retries=promote)
     for claim in claims:
         in_flight.add(claim)
         ctx.submit(_deliver_tracked, ctx, *claim)

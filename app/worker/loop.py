@@ -48,6 +48,7 @@ class DeliveryPool:
         self._busy = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._slot_freed = threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"delivery-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -77,6 +78,16 @@ class DeliveryPool:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
+                self._slot_freed.set()
+
+    def wait_for_slot(self, timeout: float) -> None:
+        """Sleep until a delivery finishes (a slot is free) or ``timeout`` passes."""
+        self._slot_freed.wait(timeout)
+        self._slot_freed.clear()
+
+    def wake(self) -> None:
+        """Interrupt :meth:`wait_for_slot` (shutdown)."""
+        self._slot_freed.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no task is running or queued; False if ``timeout`` passed first."""
@@ -106,12 +117,19 @@ class JobContext:
         self._releases: list[Callable[[], Any]] = []
         #: Per-process state jobs may keep between runs (e.g. the rows they have in flight).
         self.state: dict[str, Any] = {}
+        #: Set when a job found every delivery thread busy: it runs again as soon as one frees.
+        self.saturated = False
 
     def now(self) -> datetime:
         return self._clock()
 
     def free_slots(self) -> int:
-        return 0 if self.stopping.is_set() else self.pool.free_slots()
+        if self.stopping.is_set():
+            return 0
+        slots = self.pool.free_slots()
+        if slots == 0:
+            self.saturated = True
+        return slots
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self.pool.submit(fn, *args)
@@ -158,6 +176,7 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.pool.wake()
 
     def run_once(self) -> int:
         """Run every enabled job once; return the total work done."""
@@ -189,17 +208,28 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 now = time.monotonic()
+                waiting_for_slot = False
                 for job, fn, interval in self.jobs:
                     if self.stopping.is_set():
                         break
                     if now < due[job.name]:
                         continue
+                    self.ctx.saturated = False
                     work = self._run_job(job, fn)
-                    due[job.name] = time.monotonic() + (0 if work > 0 else interval)
+                    if self.ctx.saturated:
+                        # Every delivery thread was busy: retry the moment one frees up
+                        # rather than after a full poll interval.
+                        waiting_for_slot = True
+                        due[job.name] = 0.0
+                    else:
+                        due[job.name] = time.monotonic() + (0 if work > 0 else interval)
                 self.cycles += 1
-                nap = min([due[name] for name in due] or [time.monotonic() + MAX_NAP_SECONDS])
+                others = [due[job.name] for job, _, _ in self.jobs if due[job.name] > 0]
+                nap = min(others or [time.monotonic() + MAX_NAP_SECONDS])
                 nap = min(max(nap - time.monotonic(), 0.0), MAX_NAP_SECONDS)
-                if nap:
+                if waiting_for_slot:
+                    self.pool.wait_for_slot(nap)
+                elif nap:
                     self.stopping.wait(nap)
         finally:
             self.shutdown()
