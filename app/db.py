@@ -61,10 +61,11 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
             # No pre-ping: it costs a round trip on every request.  A connection broken by a
             # database restart fails its request with 503 and SQLAlchemy then discards the
             # whole pool, so the service recovers by itself (tests/reliability/test_faults.py).
-            "pool_size": config["DB_POOL_SIZE"],
-            # Worker processes run DELIVERY_CONCURRENCY threads, each with its own session;
-            # web processes never reach these extra connections.
-            "max_overflow": config["DB_MAX_OVERFLOW"] + config["DELIVERY_CONCURRENCY"],
+            # Connections are opened on demand, so a web process (one request at a time per
+            # worker) never opens the extra DELIVERY_CONCURRENCY ones; a worker process keeps
+            # one per delivery thread instead of reconnecting for every delivery.
+            "pool_size": config["DB_POOL_SIZE"] + config["DELIVERY_CONCURRENCY"],
+            "max_overflow": config["DB_MAX_OVERFLOW"],
             "pool_timeout": 10,
             "connect_args": {"connect_timeout": config["DB_CONNECT_TIMEOUT_SECONDS"]},
         }
