@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from app.quotas import routes as usage_routes
 from app.extensions import db
 from app.quotas.usage import usage_report
 from app.scheduling.models import Execution, ExecutionUsage
@@ -98,6 +99,10 @@ def test_usage_warning_header_from_80_percent(make_app):
         with app.app_context():
             db.session.execute(db.update(ExecutionUsage).values(executions=240))
             db.session.commit()
+        # Within the cache window the header still reflects the count read before …
+        assert "X-CueAPI-Usage-Warning" not in client.get("/v1/cues", headers=headers).headers
+        # … and once the window passes (here: cleared) the new count shows.
+        usage_routes._usage_cache.clear()
         warned = client.get("/v1/cues", headers=headers).headers.get("X-CueAPI-Usage-Warning")
         assert warned == (None if quotas_off else "approaching_limit")
         assert "X-CueAPI-Usage-Warning" not in client.get("/health").headers
