@@ -79,7 +79,7 @@ def build_limiter(app: Flask) -> Limiter:
         application_limits=[_default_limit],
         application_limits_exempt_when=_exempt,
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
-        strategy="moving-window",
+        strategy="sliding-window-counter",
         headers_enabled=True,
         retry_after="delta-seconds",
         swallow_errors=True,
