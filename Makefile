@@ -63,6 +63,8 @@ soak: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python bench/http_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/scheduler_bench.py
+	$(BIN)/python bench/bulk_sync_bench.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff
