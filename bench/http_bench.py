@@ -242,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(bare)
         data = seed(cueline.url)
 
-        targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {}))]
+        targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {})),
+                   ("bare Flask + 1 PostgreSQL query", bare.url, "/bare-db",
+                    lua_script("GET", {}))]
         targets += [(label, cueline.url, path, script)
                     for label, path, script in endpoints(data)]
         results = []
         for label, base, path, script in targets:
-            if args.only and args.only not in label and "ceiling" not in label:
+            if args.only and args.only not in label and not label.startswith("bare"):
                 continue
             run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
             measured = run_wrk(base + path, script, args.connections, args.duration,
