@@ -35,8 +35,8 @@ class InternalUserUpsertSchema(BaseSchema):
                        "true reactivates; omitted or null keeps the stored value"})
 
 
-class InternalUserSchema(ma.Schema):
-    """Response of the internal upsert (``external_owner`` is never returned)."""
+class InternalUserFieldsSchema(ma.Schema):
+    """The fields every internal view of a user shares (``external_owner`` is never returned)."""
 
     id = fields.UUID(required=True)
     email = fields.String(required=True)
@@ -47,21 +47,17 @@ class InternalUserSchema(ma.Schema):
     monthly_message_limit = fields.Integer(required=True)
     rate_limit_per_minute = fields.Integer(required=True)
     active = fields.Boolean(required=True)
+
+
+class InternalUserSchema(InternalUserFieldsSchema):
+    """Response of the internal upsert: the user, and whether this call created it."""
+
     created = fields.Boolean(required=True)
 
 
-class InternalUserDetailSchema(ma.Schema):
+class InternalUserDetailSchema(InternalUserFieldsSchema):
     """A user as ``GET`` / ``DELETE /v1/internal/users/{user_id}`` return it."""
 
-    id = fields.UUID(required=True)
-    email = fields.String(required=True)
-    slug = fields.String(required=True)
-    plan = fields.String(required=True)
-    active_cue_limit = fields.Integer(required=True)
-    monthly_execution_limit = fields.Integer(required=True)
-    monthly_message_limit = fields.Integer(required=True)
-    rate_limit_per_minute = fields.Integer(required=True)
-    active = fields.Boolean(required=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
 
