@@ -21,7 +21,8 @@ from sqlalchemy.exc import ArgumentError
 
 #: Minimum length of ``INTERNAL_AUTH_TOKEN`` (and ``SESSION_SECRET``) accepted at start-up.
 MIN_SECRET_LENGTH = 32
-GENERATE_SECRET_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+GENERATE_SECRET_HINT = (
+    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
 ENVIRONMENTS = ("development", "test", "production")
 _TRUE = {"1", "true", "yes", "on"}

@@ -79,10 +79,12 @@ class Api(flask_smorest.Api):
 def _check_json(value: Any, depth: int = 0) -> None:
     """Reject bodies nested too deeply or carrying NUL characters (no column can store them)."""
     if depth > MAX_JSON_DEPTH:
-        raise BadRequest("invalid_json", f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise BadRequest("invalid_json",
+                         f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
-            raise BadRequest("invalid_json", "Request body must not contain NUL (\\u0000) characters")
+            raise BadRequest("invalid_json",
+                             "Request body must not contain NUL (\\u0000) characters")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_json(key, depth + 1)

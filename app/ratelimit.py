@@ -3,7 +3,8 @@
 * Every request except the exempt paths counts against one bucket: the authenticated user's
   (``rate_limit_per_minute``, read fresh each request, so an upsert changes it at once) — the
   same bucket whether the user called with their key, a session, or through delegation — or,
-  for anonymous traffic and failed credentials, the client address (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``).
+  for anonymous traffic and failed credentials, the client address
+  (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``).
   A limit of 0 means unlimited.
 * Allowed responses carry ``X-RateLimit-Limit/Remaining/Reset``; a refusal is
   ``429 rate_limit_exceeded`` with an integer ``Retry-After``.
@@ -128,7 +129,9 @@ def _check_service_principal_limit() -> None:
 
 
 def limit(limit_value: str, key: Callable[[], str], scope: str):
-    """Decorator: an extra fixed limit on one endpoint, e.g. ``limit("5/hour", client_address, "device-code")``.
+    """Decorator: an extra limit on one endpoint.
+
+    Example: ``limit("5/hour", client_address, "device-code")``.
 
     Counted only for requests that reach the view; refusals answer ``429 rate_limit_exceeded``
     with ``Retry-After``.  Off when ``RATELIMIT_ENABLED=false``.

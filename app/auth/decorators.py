@@ -62,7 +62,10 @@ def try_identity() -> Identity | None:
 
 
 def _optional_scope(decorator_factory):
-    """Let a decorator be used bare (``@auth_required``) or with a scope (``@auth_required("x")``)."""
+    """Let a decorator be used bare (``@auth_required``) or with a scope.
+
+    ``@auth_required("users:act")`` requires that scope of a service principal.
+    """
 
     @wraps(decorator_factory)
     def outer(view_or_scope=None):

@@ -87,7 +87,8 @@ def _find_principal(token: str | None, subject_id: uuid.UUID | None = None):
 def find_service_principal(token: str | None) -> ServicePrincipal | None:
     """The service principal owning ``token``, or None (also when delegation is off).
 
-    The env tokens (``INTERNAL_AUTH_TOKEN`` and, during a rotation, ``INTERNAL_AUTH_TOKEN_PREVIOUS``)
+    The env tokens (``INTERNAL_AUTH_TOKEN`` and, during a rotation,
+    ``INTERNAL_AUTH_TOKEN_PREVIOUS``)
     are compared in constant time; a ``svc_`` key is looked up by its hash among the live keys of
     unrevoked principals (no cache, so revocation applies to the next request).
     """
@@ -170,7 +171,8 @@ def _api_key_user(token: str) -> Identity:
     from app.auth.services import rotated_key_notice
 
     key_hash = hash_secret(token)
-    user = db.session.execute(select(User).where(User.api_key_hash == key_hash)).scalar_one_or_none()
+    user = db.session.execute(
+        select(User).where(User.api_key_hash == key_hash)).scalar_one_or_none()
     if user is None:
         if rotated_key_notice(key_hash):
             raise Unauthorized("key_rotated",

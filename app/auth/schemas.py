@@ -109,7 +109,8 @@ class InviteSchema(ma.Schema):
 
 
 class NewInviteSchema(InviteSchema):
-    token = fields.String(required=True, metadata={"description": "Shown once; give it to the invitee"})
+    token = fields.String(required=True,
+                          metadata={"description": "Shown once; give it to the invitee"})
 
 
 class InviteListSchema(ma.Schema):

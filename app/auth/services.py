@@ -46,7 +46,8 @@ def regenerate_api_key(user: User, session_secret: str) -> str:
     """
     now = utcnow()
     new_key = generate_api_key()
-    db.session.execute(delete(RotatedApiKey).where(RotatedApiKey.rotated_at < now - ROTATION_NOTICE))
+    db.session.execute(delete(RotatedApiKey)
+                       .where(RotatedApiKey.rotated_at < now - ROTATION_NOTICE))
     db.session.merge(RotatedApiKey(key_hash=user.api_key_hash, user_id=user.id, rotated_at=now))
     user.api_key_hash = hash_secret(new_key)
     user.api_key_prefix = key_prefix(new_key)

@@ -59,7 +59,7 @@ class InternalUsers(MethodView):
     @blp.arguments(UserSyncSchema)
     @blp.response(200, UserSyncResultSchema)
     def put(self, body):
-        """Bulk sync up to 1,000 users; per-item results, valid items applied even if others fail."""
+        """Bulk sync up to 1,000 users; per-item results; failures don't block the rest."""
         return sync_users(body["users"], owner=_owner())
 
 

@@ -19,7 +19,8 @@ class InternalUserUpsertSchema(BaseSchema):
         validate.Regexp(SLUG_PATTERN, error="Must be lower-case letters, digits and inner "
                                              "hyphens, starting and ending with a letter or digit"),
     ])
-    plan = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=20))
+    plan = fields.String(load_default=None, allow_none=True,
+                         validate=validate.Length(min=1, max=20))
     active_cue_limit = fields.Integer(load_default=None, allow_none=True, strict=True,
                                       validate=validate.Range(min=0))
     monthly_execution_limit = fields.Integer(load_default=None, allow_none=True, strict=True,

@@ -1,7 +1,8 @@
 """Business rules of device-code login (wire protocol §5); the session exchange is in ``sessions``.
 
 Every state change is a conditional ``UPDATE … WHERE status = <expected>``, so two concurrent
-requests can never both approve a code or both claim its key: the loser sees zero rows changed.  Tokens are 32 random bytes in hex, stored only as SHA-256 hashes.
+requests can never both approve a code or both claim its key: the loser sees zero rows
+changed.  Tokens are 32 random bytes in hex, stored only as SHA-256 hashes.
 Each function takes ``now`` (default: :func:`app.db.utcnow`) so expiry is testable.
 """
 

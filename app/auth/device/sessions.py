@@ -1,4 +1,5 @@
-"""Session tokens (wire protocol §4.6–4.7): the one-time exchange after a device-code login, and refresh.
+"""Session tokens (wire protocol §4.6–4.7): the one-time exchange after a device-code login,
+and refresh.
 
 The one-time token is minted by :func:`app.auth.device.services.poll_device_code` and stored only
 as its SHA-256 hash; spending it is a conditional ``UPDATE``, so it works exactly once even under
