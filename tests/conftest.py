@@ -24,6 +24,25 @@ from tests.pg import PostgresCluster, PostgresUnavailable
 BACKENDS = ("sqlite", "postgresql")
 
 
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    """No test sends an HTTP request off this machine: any other destination fails the test.
+
+    (Subprocesses started by tests — gunicorn, workers — are only ever given 127.0.0.1 URLs.)
+    """
+    import httpx
+
+    for client_class in (httpx.Client, httpx.AsyncClient):
+        original = client_class.send
+
+        def guarded(self, request, *args, _original=original, **kwargs):
+            host = request.url.host
+            assert host in ("127.0.0.1", "localhost", "::1"), f"test tried to reach {host}"
+            return _original(self, request, *args, **kwargs)
+
+        monkeypatch.setattr(client_class, "send", guarded)
+
+
 def _require_postgres() -> bool:
     return os.environ.get("CUELINE_TEST_REQUIRE_POSTGRES", "") in ("1", "true", "yes")
 

@@ -25,23 +25,6 @@ def cue_body(**overrides) -> dict:
     return body
 
 
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Tests never send a request off this machine: any other destination fails the test."""
-    from urllib.parse import urlsplit
-
-    import httpx
-
-    original = httpx.Client.send
-
-    def guarded(self, request, *args, **kwargs):
-        host = urlsplit(str(request.url)).hostname
-        assert host in ("127.0.0.1", "localhost"), f"test tried to reach {host}"
-        return original(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(httpx.Client, "send", guarded)
-
-
 @pytest.fixture
 def user(client):
     """(headers, api_key) of a fresh user."""
