@@ -5,7 +5,7 @@ API:
 ``canonical_json(obj) -> str``
     The exact bytes to send as the request body: ``json.dumps(obj, sort_keys=True,
     default=str)`` — keys sorted recursively, separators ``", "`` / ``": "``, non-ASCII escaped
-    as ``\\uXXXX``.  The ``cueapi-sdk`` ``verify_webhook`` re-serialises the parsed body this way
+    as ``\\u`` escapes (four hex digits).  The ``cueapi-sdk`` ``verify_webhook`` re-serialises the parsed body this way
     before comparing, so any other spelling breaks verification.
 
 ``signature_headers(secret, body_str, now) -> dict``

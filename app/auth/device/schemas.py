@@ -10,7 +10,7 @@ class DeviceCodeCreateSchema(BaseSchema):
     """Body of ``POST /v1/auth/device-code``; the length is checked by the service (400)."""
 
     device_code = fields.String(required=True, metadata={
-        "description": "Caller-chosen code, 6–128 characters (the CLI sends XXXX-XXXX)"})
+        "description": "Caller-chosen code, 6–128 characters (the CLI sends codes like ABCD-EFGH)"})
 
 
 class DeviceCodeCreatedSchema(ma.Schema):
