@@ -4,9 +4,9 @@ API:
 
 ``canonical_json(obj) -> str``
     The exact bytes to send as the request body: ``json.dumps(obj, sort_keys=True,
-    default=str)`` — keys sorted recursively, separators ``", "`` / ``": "``, non-ASCII escaped
-    as ``\\u`` escapes (four hex digits).  The ``cueapi-sdk`` ``verify_webhook`` re-serialises the parsed body this way
-    before comparing, so any other spelling breaks verification.
+    default=str)`` — keys sorted recursively, separators ``", "`` / ``": "``, non-ASCII as
+    ``\\u`` escapes (four hex digits).  The ``cueapi-sdk`` ``verify_webhook`` re-serialises
+    the parsed body this way before comparing, so any other spelling breaks verification.
 
 ``signature_headers(secret, body_str, now) -> dict``
     ``{"X-CueAPI-Timestamp": "<unix seconds>", "X-CueAPI-Signature": "v1=<hex>"}`` where the hex
