@@ -106,10 +106,16 @@ def parse_json_body() -> None:
         if any("\x00" in v for v in values):
             raise BadRequest("invalid_query", "Query parameters must not contain NUL characters")
     g.json_body = ma.missing
-    if request.method not in _BODY_METHODS or not _is_json_mimetype(request.mimetype):
+    if request.method not in _BODY_METHODS:
+        return
+    form_encoded = request.mimetype == "application/x-www-form-urlencoded"
+    if not (_is_json_mimetype(request.mimetype) or form_encoded):
         return
     raw = request.get_data(cache=True)
     if not raw.strip():
+        return
+    if form_encoded and raw.lstrip()[:1] not in (b"{", b"["):
+        # ``curl -d '{…}'`` labels JSON as a form; a real form body is left alone.
         return
     try:
         body = json.loads(raw.decode("utf-8"))

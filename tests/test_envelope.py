@@ -128,3 +128,15 @@ def test_request_id_on_every_response(client, path, method):
 def test_inbound_request_id_is_not_echoed(client):
     response = client.get("/health", headers={"X-Request-Id": "attacker-chosen"})
     assert response.headers["X-Request-Id"] != "attacker-chosen"
+
+
+def test_json_sent_as_a_form_by_curl_is_parsed(client):
+    response = client.post("/v1/auth/register", data='{"email": "curl@example.com"}',
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 201, response.get_json()
+
+
+def test_a_real_form_body_is_not_json(client):
+    response = client.post("/v1/auth/register", data="email=form%40example.com",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 422
