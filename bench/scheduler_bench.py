@@ -49,6 +49,13 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class ReceiverServer(http.server.ThreadingHTTPServer):
+    """A receiver that does not refuse connections under a burst (the default backlog is 5)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -64,8 +71,7 @@ def run_once(cluster: PostgresCluster, count: int, workers: int, lead: float) ->
     subprocess.run([flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
 
     Receiver.arrivals = {}
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    receiver.daemon_threads = True
+    receiver = ReceiverServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
 
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "ENV", "ALLOW_PRIVATE_CALLBACK_URLS")})

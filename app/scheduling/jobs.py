@@ -38,17 +38,30 @@ log = logging.getLogger(__name__)
 # Scheduler
 
 
-def _insert_slot(cue_id: str, when: datetime, now: datetime) -> bool:
-    """Insert a scheduler execution unless that (cue, slot) exists; True if inserted."""
+def _insert_slots(pairs: list[tuple[str, datetime]], now: datetime) -> set[tuple[str, datetime]]:
+    """Insert scheduler executions for ``(cue_id, slot)`` pairs in one statement.
+
+    ``ON CONFLICT (cue_id, scheduled_for) DO NOTHING`` makes it idempotent; the pairs actually
+    inserted are returned, so ``fired_count`` counts only those.
+    """
+    if not pairs:
+        return set()
     import uuid
 
     dialect = postgresql if dialect_name() == "postgresql" else sqlite
     stmt = (dialect.insert(Execution)
-            .values(id=uuid.uuid4(), cue_id=cue_id, scheduled_for=when, status="pending",
-                    triggered_by="scheduler", attempts=0, created_at=now, updated_at=now)
+            .values([{"id": uuid.uuid4(), "cue_id": cue_id, "scheduled_for": when,
+                      "status": "pending", "triggered_by": "scheduler", "attempts": 0,
+                      "created_at": now, "updated_at": now} for cue_id, when in pairs])
             .on_conflict_do_nothing(index_elements=["cue_id", "scheduled_for"])
-            .returning(Execution.id))
-    return db.session.execute(stmt).first() is not None
+            .returning(Execution.cue_id, Execution.scheduled_for))
+    return {(cue_id, when) for cue_id, when in db.session.execute(stmt)}
+
+
+#: Cues turned into executions per transaction: small enough that the first executions are
+#: visible (and being delivered) quickly when thousands fall due at once; the job runs again
+#: immediately while work remains, up to ``POLLER_BATCH_SIZE`` cues per cycle.
+SCHEDULER_CHUNK = 100
 
 
 def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> int:
@@ -63,23 +76,42 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
     config = current_app.config
     batch = batch or config["POLLER_BATCH_SIZE"]
     cap = config["POLLER_MAX_CATCH_UP_SLOTS"]
+    created = 0
+    while batch > 0:
+        chunk = min(batch, SCHEDULER_CHUNK)
+        fired, seen = _schedule_chunk(now, chunk, cap)
+        created += fired
+        batch -= chunk
+        if seen < chunk:
+            break
+    return created
+
+
+def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
+    """Fire up to ``limit`` due cues in one transaction; return (executions created, cues seen)."""
     query = (select(Cue).where(Cue.status == "active", Cue.next_run.is_not(None),
                                Cue.next_run <= now,
                                # Deactivated owners' cues wait; on reactivation the catch-up
                                # policy below decides how many overdue slots still fire.
                                Cue.user_id.in_(select(User.id).where(User.active)))
-             .order_by(Cue.next_run).limit(batch))
+             .order_by(Cue.next_run).limit(limit))
     if dialect_name() == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    created = 0
-    for cue in db.session.scalars(query).all():
+    cues = db.session.scalars(query).all()
+    # Many cues share a schedule ("every minute", "hourly"): evaluate each one once per pass.
+    evaluated: dict[tuple, tuple[list[datetime], datetime | None]] = {}
+    planned: list[tuple[Cue, list[datetime], datetime | None]] = []
+    for cue in cues:
         if cue.schedule_type == "once":
-            slots, next_run = [cue.next_run], None
-        else:
+            planned.append((cue, [cue.next_run], None))
+            continue
+        key = (cue.schedule_cron, cue.schedule_timezone, cue.next_run)
+        if key not in evaluated:
             try:
                 slots = sched.latest_cron_times(cue.schedule_cron, cue.schedule_timezone,
                                                 cue.next_run, now, cap) or [cue.next_run]
-                next_run = sched.next_cron_time(cue.schedule_cron, cue.schedule_timezone, now)
+                evaluated[key] = (slots, sched.next_cron_time(cue.schedule_cron,
+                                                              cue.schedule_timezone, now))
             except AppError as exc:
                 # One unusable schedule (e.g. a time zone removed from the system database)
                 # must not stall every other cue: stop scheduling this one and say why.
@@ -88,16 +120,21 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
                 cue.next_run = None
                 cue.updated_at = now
                 continue
-        inserted = sum(_insert_slot(cue.id, slot, now) for slot in slots)
-        if inserted < len(slots) or slots[0] > cue.next_run:
+        slots, next_run = evaluated[key]
+        planned.append((cue, slots, next_run))
+    inserted = _insert_slots([(cue.id, slot) for cue, slots, _ in planned for slot in slots], now)
+    created = 0
+    for cue, slots, next_run in planned:
+        fired = sum((cue.id, slot) in inserted for slot in slots)
+        if fired < len(slots) or slots[0] > cue.next_run:
             log.info("cue %s: fired %d slot(s), skipped older overdue slots since %s",
-                     cue.id, inserted, cue.next_run.isoformat())
-        cue.fired_count = (cue.fired_count or 0) + inserted
+                     cue.id, fired, cue.next_run.isoformat())
+        cue.fired_count = (cue.fired_count or 0) + fired
         cue.next_run = next_run
         cue.updated_at = now
-        created += inserted
+        created += fired
     db.session.commit()
-    return created
+    return created, len(cues)
 
 
 def run_scheduler(ctx) -> int:
