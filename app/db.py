@@ -87,6 +87,30 @@ def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
     cursor.close()
 
 
+def read_only(view):
+    """Mark a view method as reading only: on PostgreSQL it then runs without a transaction.
+
+    Each statement of such a request autocommits, which saves the BEGIN and ROLLBACK round
+    trips (about a quarter of a simple GET's cost).  Only for views that never write: a write
+    in one would not be atomic.
+    """
+    view._read_only = True
+    return view
+
+
+def start_read_only_request() -> None:
+    """``before_request``: switch the session's connection to autocommit for read-only views."""
+    from flask import current_app, request
+
+    if request.method not in ("GET", "HEAD"):
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    view_class = getattr(view, "view_class", None)
+    handler = getattr(view_class, "get", None) if view_class is not None else view
+    if getattr(handler, "_read_only", False) and dialect_name() == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def dialect_name() -> str:
     """Name of the bound database dialect (``sqlite`` or ``postgresql``)."""
     return db.engine.dialect.name

@@ -52,3 +52,32 @@ def test_migrations_match_the_models(app, db_url):
                                 db.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_read_only_views_run_without_a_transaction_on_postgresql(app, backend):
+    """Marked GETs autocommit on PostgreSQL (no BEGIN/ROLLBACK); everything else is transactional."""
+    from flask import g
+
+    from app.extensions import db
+    from tests.helpers import key_headers, register
+
+    @app.after_request
+    def _record(response):
+        dbapi = db.session.connection().connection.dbapi_connection
+        g.autocommit = bool(getattr(dbapi, "autocommit", False))
+        seen.append(g.autocommit)
+        return response
+
+    seen: list[bool] = []
+    client = app.test_client()
+    key, _ = register(client)
+    seen.clear()
+    assert client.get("/v1/auth/me", headers=key_headers(key)).status_code == 200
+    assert client.get("/v1/cues", headers=key_headers(key)).status_code == 200
+    created = client.post("/v1/cues", headers=key_headers(key), json={
+        "name": "tx", "transport": "worker", "schedule": {"type": "recurring",
+                                                         "cron": "0 0 1 1 *"}})
+    assert created.status_code == 201
+    assert client.get("/v1/auth/me", headers=key_headers(key)).get_json()["active_cues"] == 1
+    expected_read = backend == "postgresql"
+    assert seen == [expected_read, expected_read, False, expected_read]

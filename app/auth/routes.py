@@ -19,6 +19,7 @@ from app.auth.schemas import (
 )
 from app.errors import AppError, BadRequest, NotFound, ValidationFailed
 from app.users import services
+from app.db import read_only
 
 blp = Blueprint("auth", __name__, url_prefix="/v1/auth", description="Accounts and credentials.")
 
@@ -55,6 +56,7 @@ class Register(MethodView):
 
 @blp.route("/me")
 class Me(MethodView):
+    @read_only
     @auth_required
     @blp.response(200, MeSchema)
     def get(self):

@@ -14,6 +14,7 @@ from flask.views import MethodView
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
 from app.quotas.usage import usage_report
+from app.db import read_only
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class UsageSchema(ma.Schema):
 
 @blp.route("/usage")
 class Usage(MethodView):
+    @read_only
     @auth_required
     @blp.response(200, UsageSchema)
     def get(self):

@@ -22,6 +22,7 @@ from app.scheduling.schemas.cues import (
     FireSchema,
 )
 from app.scheduling.services import cues as services
+from app.db import read_only
 
 blp = Blueprint("cues", __name__, url_prefix="/v1/cues",
                 description="Cues: named schedules that fire webhooks or queue worker jobs.")
@@ -39,6 +40,7 @@ class Cues(MethodView):
         cue, warning = services.create_cue(current_identity.user, body)
         return cue_dict(cue, warning=warning)
 
+    @read_only
     @auth_required
     @blp.arguments(CueListQuerySchema, location="query")
     @blp.response(200, CueListSchema)
@@ -52,6 +54,7 @@ class Cues(MethodView):
 
 @blp.route("/<cue_id>")
 class CueById(MethodView):
+    @read_only
     @auth_required
     @blp.arguments(CueDetailQuerySchema, location="query")
     @blp.response(200, CueDetailSchema)

@@ -26,6 +26,7 @@ from app.scheduling.schemas.executions import (
 )
 from app.scheduling.services import executions as services
 from app.scheduling.services import verification
+from app.db import read_only
 
 blp = Blueprint("executions", __name__, url_prefix="/v1/executions",
                 description="Executions: each firing of a cue, and the worker pull protocol.")
@@ -40,6 +41,7 @@ def _claimed(execution) -> dict:
 
 @blp.route("")
 class Executions(MethodView):
+    @read_only
     @auth_required
     @blp.arguments(ExecutionListQuerySchema, location="query")
     @blp.response(200, ExecutionListSchema)
@@ -73,6 +75,7 @@ class ClaimNext(MethodView):
 
 @blp.route("/<execution_id>")
 class ExecutionById(MethodView):
+    @read_only
     @auth_required
     @blp.response(200, ExecutionSchema)
     def get(self, execution_id):

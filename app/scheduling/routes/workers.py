@@ -12,6 +12,7 @@ from app.scheduling.schemas.workers import (
     WorkerListSchema,
 )
 from app.scheduling.services import workers as services
+from app.db import read_only
 
 blp = Blueprint("workers", __name__, url_prefix="/v1",
                 description="Pull workers (cueapi-worker daemons) and their heartbeats.")
@@ -31,6 +32,7 @@ class WorkerHeartbeat(MethodView):
 
 @blp.route("/workers")
 class Workers(MethodView):
+    @read_only
     @auth_required
     @blp.response(200, WorkerListSchema)
     def get(self):
