@@ -62,7 +62,8 @@ def test_weak_token_problem_never_echoes_the_token():
 
 
 def test_strong_token_is_accepted():
-    assert validate(load_config({"EXTERNAL_AUTH_BACKEND": "1", "INTERNAL_AUTH_TOKEN": STRONG})) == []
+    config = load_config({"EXTERNAL_AUTH_BACKEND": "1", "INTERNAL_AUTH_TOKEN": STRONG})
+    assert validate(config) == []
 
 
 def test_other_validation_rules():

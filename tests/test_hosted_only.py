@@ -1,4 +1,4 @@
-"""HOSTED_ONLY.md stays true: its module and flag tables match the code, hosted routes are absent."""
+"""HOSTED_ONLY.md stays true: module and flag tables match the code, hosted routes are absent."""
 
 import re
 from pathlib import Path

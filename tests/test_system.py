@@ -55,7 +55,7 @@ def test_migrations_match_the_models(app, db_url):
 
 
 def test_read_only_views_run_without_a_transaction_on_postgresql(app, backend):
-    """Marked GETs autocommit on PostgreSQL (no BEGIN/ROLLBACK); everything else is transactional."""
+    """Marked GETs autocommit on PostgreSQL (no BEGIN/ROLLBACK); the rest is transactional."""
     from flask import g
 
     from app.extensions import db

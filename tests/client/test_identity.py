@@ -86,7 +86,7 @@ def test_as_user_views_share_the_pool_and_act_for_their_user(delegation_app, ser
     service = Client(SERVICE_TOKEN, base_url=server.url, service=True)
     views = [service.as_user(uid) for uid, _ in users]
     assert all(view._http is service._http for view in views)
-    for view, (uid, email) in zip(views, users):
+    for view, (uid, email) in zip(views, users, strict=True):
         assert view.auth.me()["email"] == email
         assert server.wire.last.headers["x-on-behalf-of"] == uid
         assert server.wire.last.headers["authorization"] == f"Bearer {SERVICE_TOKEN}"
