@@ -14,8 +14,10 @@ from typing import Any
 import flask_smorest
 import marshmallow as ma
 from flask import Flask, g, request
+from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
+from app import dumping
 from app.errors import BadRequest, NotFound
 
 #: Deepest JSON nesting accepted in a request body.
@@ -62,9 +64,18 @@ class BodyParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest blueprint using :class:`BodyParser`."""
+    """flask-smorest blueprint using :class:`BodyParser` and compiled response dumps.
+
+    Response schemas get the compiled ``dump`` of :mod:`app.dumping` (same output as
+    marshmallow's, a fraction of the cost); the schema still documents the response.
+    """
 
     ARGUMENTS_PARSER = BodyParser()
+
+    def response(self, status_code, schema=None, **kwargs):
+        if schema is not None:
+            schema = dumping.install(resolve_schema_instance(schema))
+        return super().response(status_code, schema, **kwargs)
 
 
 class Api(flask_smorest.Api):

@@ -17,9 +17,13 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-from app import create_app
-from tests.helpers import SERVICE_TOKEN, SESSION_SECRET, LiveServer
-from tests.pg import PostgresCluster, PostgresUnavailable
+# Every compiled response dump is checked against marshmallow's, here and in the servers tests
+# start as subprocesses (app.dumping).
+os.environ["CUELINE_VERIFY_DUMPS"] = "1"
+
+from app import create_app  # noqa: E402
+from tests.helpers import SERVICE_TOKEN, SESSION_SECRET, LiveServer  # noqa: E402
+from tests.pg import PostgresCluster, PostgresUnavailable  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 
