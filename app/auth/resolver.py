@@ -18,9 +18,10 @@ with 403 ``user_inactive``, here and nowhere else.
 from __future__ import annotations
 
 import uuid
+from functools import cache
 
 from flask import current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.auth.identity import ALL_SCOPES, AuthPath, Identity, ServicePrincipal
 from app.auth.tokens import (
@@ -164,15 +165,20 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
     return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
 
 
-def _api_key_user(token: str) -> Identity:
-    """Path 1: a ``cue_sk_`` key, looked up by its hash."""
+@cache
+def _user_by_key_hash():
+    """The Path 1 lookup, built once: constructing a statement costs more than running it."""
     from app.users.models import User
 
+    return select(User).where(User.api_key_hash == bindparam("key_hash"))
+
+
+def _api_key_user(token: str) -> Identity:
+    """Path 1: a ``cue_sk_`` key, looked up by its hash."""
     from app.auth.services import rotated_key_notice
 
     key_hash = hash_secret(token)
-    user = db.session.execute(
-        select(User).where(User.api_key_hash == key_hash)).scalar_one_or_none()
+    user = db.session.execute(_user_by_key_hash(), {"key_hash": key_hash}).scalar_one_or_none()
     if user is None:
         if rotated_key_notice(key_hash):
             raise Unauthorized("key_rotated",
