@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import utcnow, violated_columns
@@ -161,14 +162,38 @@ def _commit_or_duplicate(name: str) -> None:
 
 def list_cues(user: User, status: str | None, limit: int, offset: int
               ) -> tuple[list[Cue], int]:
-    """The user's cues, newest first, optionally of one ``status``; and the filtered total."""
-    query = select(Cue).where(Cue.user_id == user.id)
-    if status is not None:
-        query = query.where(Cue.status == status)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.scalars(
-        query.order_by(Cue.created_at.desc(), Cue.id.desc()).limit(limit).offset(offset)).all()
-    return list(rows), total or 0
+    """The user's cues, newest first, optionally of one ``status``; and the filtered total.
+
+    One query: the total rides along each row as a window count; only a page past the end
+    (no rows to carry it) needs a separate count.
+    """
+    params = {"user_id": user.id, "status": status, "limit": limit, "offset": offset}
+    rows = db.session.execute(_cue_page(status is not None), params).all()
+    if rows:
+        return [row[0] for row in rows], rows[0][1]
+    if offset == 0:
+        return [], 0
+    return [], db.session.scalar(_cue_count(status is not None), params) or 0
+
+
+def _cue_filter(with_status: bool):
+    condition = Cue.user_id == bindparam("user_id")
+    if with_status:
+        condition = condition & (Cue.status == bindparam("status"))
+    return condition
+
+
+@cache
+def _cue_page(with_status: bool):
+    """A page of cues with the filtered total, built once (building costs more than running)."""
+    return (select(Cue, func.count().over().label("total")).where(_cue_filter(with_status))
+            .order_by(Cue.created_at.desc(), Cue.id.desc())
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+@cache
+def _cue_count(with_status: bool):
+    return select(func.count()).select_from(Cue).where(_cue_filter(with_status))
 
 
 def cue_detail(user: User, cue_id: str, limit: int, offset: int
