@@ -111,6 +111,23 @@ def start_read_only_request() -> None:
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
+def commit_keeping_state() -> None:
+    """Commit without expiring the session's objects.
+
+    For a write whose response is built from the rows it just wrote: a normal commit expires
+    every loaded object, so serializing them re-reads each one (a round trip apiece).  The
+    values in memory are the ones just committed; columns the database filled in itself are
+    still loaded lazily, and the next request has a fresh session.
+    """
+    session = db.session()
+    previous = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = previous
+
+
 def dialect_name() -> str:
     """Name of the bound database dialect (``sqlite`` or ``postgresql``)."""
     return db.engine.dialect.name

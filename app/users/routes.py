@@ -63,6 +63,10 @@ class InternalUsers(MethodView):
         return sync_users(body["users"], owner=_owner())
 
 
+#: The user columns the upsert answers with (every field of its schema but ``created``).
+_USER_FIELDS = tuple(name for name in InternalUserSchema().fields if name != "created")
+
+
 @blp.route("/users/<user_id>")
 class InternalUserById(MethodView):
     @service_required("users:write")
@@ -72,8 +76,7 @@ class InternalUserById(MethodView):
     def put(self, body, user_id):
         """Create or update a user (idempotent; `created` says which)."""
         user, created = services.upsert_internal_user(user_id, body, owner=_owner())
-        return {**{c: getattr(user, c) for c in InternalUserSchema().fields if c != "created"},
-                "created": created}
+        return {**{c: getattr(user, c) for c in _USER_FIELDS}, "created": created}
 
     @service_required("users:write")
     @with_user_id

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
-from app.db import insert_if_absent, utcnow, violated_columns
+from app.db import commit_keeping_state, insert_if_absent, utcnow, violated_columns
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.users.models import (
@@ -191,25 +191,30 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
     }
     try:
         created = insert_if_absent(User, insert_values, key="id")
-        if not created:
+        if created:
+            user = None
+        else:
             condition = [User.id == user_id]
             if owner is not None:
                 # Atomic with the write: no window for another owner's user to be taken over.
                 condition.append(User.external_owner == owner)
-            result = db.session.execute(
+            # The updated row comes back with the UPDATE itself: no second read.
+            user = db.session.execute(
                 update(User).where(*condition)
                 .values(email=email, slug=slug, updated_at=now, **given)
-            )
-            if result.rowcount != 1:
+                .returning(User).execution_options(populate_existing=True)
+            ).scalar_one_or_none()
+            if user is None:
                 raise OwnerConflict()
-        db.session.commit()
+        commit_keeping_state()
     except IntegrityError as exc:
         db.session.rollback()
         raise _conflict_from(exc) from None
     except AppError:
         db.session.rollback()
         raise
-    user = db.session.get(User, user_id, populate_existing=True)
+    if user is None:
+        user = db.session.get(User, user_id, populate_existing=True)
     return user, created
 
 

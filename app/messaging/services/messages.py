@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db import utcnow, violated_columns
+from app.db import commit_keeping_state, utcnow, violated_columns
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.messaging import authorization
@@ -177,7 +177,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         db.session.execute(update(Agent).where(Agent.id == sender.id)
                            .values(last_seen_at=now, updated_at=Agent.updated_at))
         quotas.count_message(user.id, now)
-        db.session.commit()
+        commit_keeping_state()  # the response is built from ``message`` as written
     except IntegrityError as exc:
         db.session.rollback()
         if key is None or "message_idempotency_keys.key" not in violated_columns(exc):
