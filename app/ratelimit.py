@@ -65,10 +65,16 @@ def _default_limit() -> str:
     return f"{max(_per_minute(), 1)} per minute"
 
 
-def _exempt() -> bool:
+def _exempt_request() -> bool:
+    """Probes, docs, the service-only surface and preflights: never counted.
+
+    A request filter, so Flask-Limiter skips these before resolving any limit.
+    """
     path = request.path
-    if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS":
-        return True
+    return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS"
+
+
+def _unlimited() -> bool:
     return _per_minute() <= 0
 
 
@@ -78,7 +84,7 @@ def build_limiter(app: Flask) -> Limiter:
         key_func=_bucket,
         app=app,
         application_limits=[_default_limit],
-        application_limits_exempt_when=_exempt,
+        application_limits_exempt_when=_unlimited,
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
         strategy="sliding-window-counter",
         headers_enabled=True,
@@ -87,6 +93,7 @@ def build_limiter(app: Flask) -> Limiter:
         in_memory_fallback_enabled=False,
         key_prefix="cueline",
     )
+    limiter.request_filter(_exempt_request)
     app.extensions["cueline_limiter"] = limiter
     # Runs after the limiter's own hook: the subject user's limit is checked first.
     app.before_request(_check_service_principal_limit)
