@@ -203,7 +203,11 @@ def test_list_filters_pages_and_isolates_users(client, headers):
     assert body["total"] == 3 and body["limit"] == 2 and body["offset"] == 0
     assert [c["id"] for c in body["cues"]] == [ids[2], ids[1]]  # newest first
     page2 = client.get("/v1/cues?limit=2&offset=2", headers=headers).get_json()
-    assert [c["id"] for c in page2["cues"]] == [ids[0]]
+    assert [c["id"] for c in page2["cues"]] == [ids[0]] and page2["total"] == 3
+    past_end = client.get("/v1/cues?limit=2&offset=10", headers=headers).get_json()
+    assert past_end["cues"] == [] and past_end["total"] == 3
+    past_end = client.get("/v1/cues?status=paused&offset=5", headers=headers).get_json()
+    assert past_end["cues"] == [] and past_end["total"] == 1
     paused = client.get("/v1/cues?status=paused", headers=headers).get_json()
     assert paused["total"] == 1 and paused["cues"][0]["id"] == ids[0]
     assert client.get("/v1/cues?status=whatever", headers=headers).get_json()["total"] == 0
