@@ -240,16 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(cueline)
         bare = Gunicorn("bench.bare_app:app", env, *gunicorn_config)
         servers.append(bare)
+        floor = Gunicorn("bench.floor_app:app", env, *gunicorn_config)
+        servers.append(floor)
         data = seed(cueline.url)
 
         targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {})),
                    ("bare Flask + 1 PostgreSQL query", bare.url, "/bare-db",
-                    lua_script("GET", {}))]
+                    lua_script("GET", {})),
+                   ("stack floor: ORM key lookup + Flask-Limiter", floor.url, "/floor",
+                    lua_script("GET", {"Authorization": f"Bearer {data['key']}"}))]
         targets += [(label, cueline.url, path, script)
                     for label, path, script in endpoints(data)]
         results = []
         for label, base, path, script in targets:
-            if args.only and args.only not in label and not label.startswith("bare"):
+            if (args.only and args.only not in label
+                    and not label.startswith(("bare", "stack floor"))):
                 continue
             run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
             measured = run_wrk(base + path, script, args.connections, args.duration,
