@@ -20,6 +20,7 @@ The Limiter is built per app, like the Api, so two apps never share counters or 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -27,6 +28,7 @@ from functools import wraps
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from limits import parse
+from limits.storage import MemoryStorage
 
 from app.errors import AppError
 
@@ -34,6 +36,42 @@ from app.errors import AppError
 EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/openapi.json", "/docs",
                           "/auth/device", "/v1/auth/verify"})
 EXEMPT_PREFIXES = ("/v1/internal/", "/docs/")
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """``memory://`` counters without a timer thread per burst of requests.
+
+    The stock in-memory storage schedules a 10 ms ``threading.Timer`` to purge expired counters
+    whenever the previous one has finished — under steady traffic a new thread every 10 ms per
+    process, which measured as 0.2–0.4 ms of CPU per request.  Expired counters are already
+    dropped when read, so the purge only bounds memory: here it runs inline, on the request
+    that finds it due, at most once per :attr:`SWEEP_SECONDS`.
+    """
+
+    STORAGE_SCHEME = ["cueline-memory"]
+    SWEEP_SECONDS = 10.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
+        self._sweeping = threading.Lock()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the timer of the base class
+        now = time.monotonic()
+        if now < self._next_sweep or not self._sweeping.acquire(blocking=False):
+            return
+        try:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()
+        finally:
+            self._sweeping.release()
+
+
+def storage_uri(configured: str) -> str:
+    """The limits storage URI for ``RATELIMIT_STORAGE_URI`` (``memory://`` → the sweeping one)."""
+    if configured.startswith("memory://"):
+        return "cueline-memory://" + configured[len("memory://"):]
+    return configured
 
 
 def client_address() -> str:
@@ -85,7 +123,7 @@ def build_limiter(app: Flask) -> Limiter:
         app=app,
         application_limits=[_default_limit],
         application_limits_exempt_when=_unlimited,
-        storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+        storage_uri=storage_uri(app.config["RATELIMIT_STORAGE_URI"]),
         strategy="sliding-window-counter",
         headers_enabled=True,
         retry_after="delta-seconds",

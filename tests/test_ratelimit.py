@@ -200,3 +200,33 @@ def test_redis_down_fails_open(make_app):
     client = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0",
                       RATE_LIMIT_ANONYMOUS_PER_MINUTE=1).test_client()
     assert [client.get("/v1/auth/me").status_code for _ in range(3)] == [401] * 3
+
+
+def test_memory_counters_start_no_timer_threads_and_are_still_purged(make_app, monkeypatch):
+    """``memory://`` uses the sweeping storage: no thread per burst, expired counters dropped."""
+    import limits.storage.memory as memory
+
+    from app.ratelimit import SweepingMemoryStorage
+
+    app = make_app(RATELIMIT_ENABLED=True)
+    storage = app.extensions["cueline_limiter"]._storage
+    assert isinstance(storage, SweepingMemoryStorage)
+
+    started = []
+
+    class CountingTimer(memory.threading.Timer):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(memory.threading, "Timer", CountingTimer)
+    time.sleep(0.05)  # the base class's first 10 ms timer has run out
+    for i in range(3):
+        storage.incr(f"short-{i}", expiry=0.01)
+        time.sleep(0.02)
+    assert started == []  # the stock storage would have started a timer for each of these
+
+    storage._next_sweep = 0.0  # a sweep is due: the next write purges what has expired
+    storage.incr("fresh", expiry=60)
+    assert set(storage.storage) == {"fresh"}
+    assert storage.get("fresh") == 1
