@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 from app.extensions import db
 from app.scheduling.models import Cue, Execution, Worker
 
@@ -24,19 +25,32 @@ def queue_summary(now: datetime | None = None) -> dict[str, int]:
     """
     now = now or utcnow()
     stale_cutoff = now - timedelta(seconds=current_app.config["EXECUTION_STALE_AFTER_SECONDS"])
-    webhook, worker = Cue.transport == "webhook", Cue.transport == "worker"
-    pending_due = (Execution.status == "pending") & (Execution.scheduled_for <= now)
-    row = db.session.execute(
-        select(func.count().filter(webhook & pending_due),
-               func.count().filter(webhook & (Execution.status == "delivering")
-                                   & (Execution.updated_at < stale_cutoff)),
-               func.count().filter(Execution.status.in_(("retrying", "retry_ready"))),
-               func.count().filter(worker & pending_due))
-        .select_from(Execution).join(Cue, Cue.id == Execution.cue_id)
-        .where(Execution.status.in_(("pending", "delivering", "retrying", "retry_ready")))
-    ).one()
+    row = db.session.execute(_queue_statement(), {"now": now, "stale_cutoff": stale_cutoff}).one()
     names = ("pending_outbox", "stale_executions", "pending_retries", "pending_worker_claims")
     return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
+
+
+@cache
+def _queue_statement():
+    """Built once, with bind parameters: constructing it costs more than running it."""
+    now, stale_cutoff = bindparam("now", type_=UTCDateTime), bindparam("stale_cutoff",
+                                                                       type_=UTCDateTime)
+    webhook, worker = Cue.transport == "webhook", Cue.transport == "worker"
+    pending_due = (Execution.status == "pending") & (Execution.scheduled_for <= now)
+    return (select(func.count().filter(webhook & pending_due),
+                   func.count().filter(webhook & (Execution.status == "delivering")
+                                       & (Execution.updated_at < stale_cutoff)),
+                   func.count().filter(Execution.status.in_(("retrying", "retry_ready"))),
+                   func.count().filter(worker & pending_due))
+            .select_from(Execution).join(Cue, Cue.id == Execution.cue_id)
+            .where(Execution.status.in_(("pending", "delivering", "retrying", "retry_ready"))))
+
+
+@cache
+def _workers_statement():
+    cutoff = bindparam("cutoff", type_=UTCDateTime)
+    return select(func.count(Worker.id).filter(Worker.last_heartbeat >= cutoff),
+                  func.max(Worker.last_heartbeat))
 
 
 def add_scheduling_health(report: dict[str, Any]) -> None:
@@ -45,9 +59,7 @@ def add_scheduling_health(report: dict[str, Any]) -> None:
         now = utcnow()
         report["queue"] = queue_summary(now)
         cutoff = now - timedelta(seconds=current_app.config["WORKER_HEARTBEAT_TIMEOUT_SECONDS"])
-        active, last = db.session.execute(
-            select(func.count(Worker.id).filter(Worker.last_heartbeat >= cutoff),
-                   func.max(Worker.last_heartbeat))).one()
+        active, last = db.session.execute(_workers_statement(), {"cutoff": cutoff}).one()
         if last is not None:
             report["workers"] = {"active_count": int(active or 0),
                                  "last_heartbeat": last.isoformat()}

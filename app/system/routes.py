@@ -4,6 +4,7 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import public
+from app.db import read_only
 from app.system import services
 from app.system.schemas import HealthSchema, InfoSchema, StatusSchema
 
@@ -12,6 +13,7 @@ blp = Blueprint("system", __name__, description="Health and deployment informati
 
 @blp.route("/health")
 class Health(MethodView):
+    @read_only
     @public
     @blp.response(200, HealthSchema)
     def get(self):
