@@ -14,7 +14,7 @@ from sqlalchemy import DateTime, event
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.extensions import db
 
@@ -108,7 +108,11 @@ def start_read_only_request() -> None:
     view_class = getattr(view, "view_class", None)
     handler = getattr(view_class, "get", None) if view_class is not None else view
     if getattr(handler, "_read_only", False) and dialect_name() == "postgresql":
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        try:
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        except SQLAlchemyError:
+            # Database unreachable: the view decides (503, or a degraded /health).
+            db.session.rollback()
 
 
 def commit_keeping_state() -> None:
