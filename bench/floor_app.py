@@ -2,9 +2,9 @@
 
 ``/floor`` does only what any authenticated endpoint on this stack must: look the caller's key
 up through Flask-SQLAlchemy's ORM and count the request against the caller's own Flask-Limiter
-bucket (in-memory storage, sliding-window counter, limit headers), as Cueline does — no business
-logic, no schema, no error envelope.  Its ratio to the bare ceiling bounds what any endpoint
-built on these libraries can reach on the same machine.
+bucket (Cueline's in-memory storage, sliding-window counter, limit headers), as Cueline does —
+no business logic, no schema, no error envelope.  Its ratio to the bare ceiling bounds what any
+endpoint built on these libraries can reach on the same machine.
 """
 
 import hashlib
@@ -16,6 +16,8 @@ from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, Uuid, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import app.ratelimit as _cueline_ratelimit  # noqa: F401 - registers cueline-memory://
 
 
 class Base(DeclarativeBase):
@@ -61,7 +63,7 @@ def _limit() -> str:
 
 
 limiter = Limiter(key_func=_bucket, app=app, application_limits=[_limit],
-                  storage_uri="memory://", strategy="sliding-window-counter",
+                  storage_uri="cueline-memory://", strategy="sliding-window-counter",
                   headers_enabled=True, retry_after="delta-seconds")
 
 
