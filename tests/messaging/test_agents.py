@@ -234,3 +234,31 @@ def test_concurrent_creates_with_one_slug(app, live_server, alice):
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [(201, None)] + [(409, "slug_taken")] * 5, statuses
+
+
+def test_sending_bumps_last_seen_at_at_most_every_30_seconds(alice, app, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    import app.db as app_db
+    from app.extensions import db
+    from app.messaging.models import Agent
+
+    start = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    now = [start]
+    monkeypatch.setattr(app_db, "clock", lambda: now[0])
+    sender, recipient = alice.agent("Sender"), alice.agent("Recipient")
+
+    def last_seen():
+        with app.app_context():
+            return db.session.get(Agent, sender["id"]).last_seen_at
+
+    assert last_seen() is None
+    assert alice.send(sender["id"], recipient["id"]).status_code == 201
+    first = last_seen()
+    assert first == start
+    now[0] = start + timedelta(seconds=29)
+    assert alice.send(sender["id"], recipient["id"]).status_code == 201
+    assert last_seen() == first  # within the resolution: no write to the agent's row
+    now[0] = start + timedelta(seconds=30)
+    assert alice.send(sender["id"], recipient["id"]).status_code == 201
+    assert last_seen() == start + timedelta(seconds=30)

@@ -10,10 +10,10 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_webhook_secret
@@ -252,3 +252,19 @@ def roster(user_id: uuid.UUID) -> Roster:
                          entry["preferred_contact"], agent.status, bucket])
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
     return Roster({"generated_at": now, "agents": entries}, f'W/"{digest}"')
+
+
+#: ``last_seen_at`` moves at most this often per agent.  Presence is minutes wide (online while
+#: seen in the last 300 s), and every bump is a write to the agent's row that concurrent sends
+#: from the same agent would queue behind until their transactions commit.
+PRESENCE_RESOLUTION = timedelta(seconds=30)
+
+
+def touch_presence(agent: Agent, now: datetime) -> None:
+    """Bump ``agent``'s ``last_seen_at`` to ``now`` (inside the caller's transaction) unless it
+    moved less than :data:`PRESENCE_RESOLUTION` ago.  Presence is not an edit: ``updated_at``
+    keeps its value."""
+    if agent.last_seen_at is not None and now - agent.last_seen_at < PRESENCE_RESOLUTION:
+        return
+    db.session.execute(update(Agent).where(Agent.id == agent.id)
+                       .values(last_seen_at=now, updated_at=Agent.updated_at))

@@ -27,7 +27,8 @@ from app.db import dialect_name, utcnow
 from app.errors import BadRequest
 from app.extensions import db
 from app.messaging.addressing import resolve_agent, resolve_owned_agent
-from app.messaging.models import DELIVERY_STATES, Agent, Message
+from app.messaging.services.agents import touch_presence
+from app.messaging.models import DELIVERY_STATES, Message
 
 INBOX_DEFAULT_STATES = tuple(s for s in DELIVERY_STATES if s not in ("acked", "expired"))
 #: Most messages one poll moves to ``delivered`` (bounds the id list on a huge ``offset``).
@@ -133,8 +134,7 @@ def list_inbox(user_id: uuid.UUID, ref: str, query: dict[str, Any]) -> MessagePa
     taken: list[str] = []
     if "queued" in states:
         taken = _flip_queued(agent.id, filters, now, query["offset"] + query["limit"])
-    db.session.execute(update(Agent).where(Agent.id == agent.id)
-                       .values(last_seen_at=now, updated_at=Agent.updated_at))
+    touch_presence(agent, now)
     db.session.commit()
     state_match = Message.delivery_state.in_(states)
     if "queued" in states and "delivered" not in states:

@@ -26,6 +26,7 @@ from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.messaging import authorization
 from app.messaging.addressing import new_id, resolve_agent
+from app.messaging.services.agents import touch_presence
 from app.messaging.models import Agent, Message, MessageIdempotencyKey
 from app.quotas import messages as quotas
 from app.users.models import User
@@ -173,9 +174,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         # Flush first: a concurrent send holding the same key fails here, before any other
         # write of this transaction.
         db.session.flush()
-        # Presence, not an edit of the agent: keep updated_at as it is.
-        db.session.execute(update(Agent).where(Agent.id == sender.id)
-                           .values(last_seen_at=now, updated_at=Agent.updated_at))
+        touch_presence(sender, now)
         quotas.count_message(user.id, now)
         commit_keeping_state()  # the response is built from ``message`` as written
     except IntegrityError as exc:
