@@ -25,7 +25,7 @@ from app.db import commit_keeping_state, utcnow, violated_columns
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.messaging import authorization
-from app.messaging.addressing import new_id, resolve_agent
+from app.messaging.addressing import new_id, prefetch_agents, resolve_agent
 from app.messaging.services.agents import touch_presence
 from app.messaging.models import Agent, Message, MessageIdempotencyKey
 from app.quotas import messages as quotas
@@ -109,6 +109,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     if from_ref is None or not from_ref.strip():
         raise BadRequest("missing_from_agent",
                          "Send the sending agent's id or slug address in X-Cueapi-From-Agent")
+    prefetch_agents(from_ref, data.get("to"), data.get("reply_to_agent"))
     sender = resolve_agent(from_ref.strip(), what="Sending agent")
     key = idempotency_key.strip() if idempotency_key else None
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
