@@ -16,6 +16,7 @@ stale work; a backlog cap with "latest wins" is what most periodic jobs want.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -27,7 +28,13 @@ from app.errors import AppError
 from app.extensions import db
 from app.scheduling import schedule as sched
 from app.scheduling import sweeps
-from app.scheduling.delivery import deliver_webhook
+from app.scheduling.delivery import (
+    Attempt,
+    escalate_failure,
+    prepare_attempts,
+    record_attempts,
+    send_attempt,
+)
 from app.scheduling.models import Cue, Execution
 from app.users.models import User
 
@@ -153,8 +160,8 @@ def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = 
     """Claim up to ``limit`` due webhook executions; return ``(id, claim time)`` pairs.
 
     ``retrying`` rows whose ``next_retry_at`` passed become ``retry_ready`` first.  Candidates
-    are picked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and moved to ``delivering`` by a
-    conditional update, so no two dispatchers deliver one attempt.
+    are picked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and moved to ``delivering`` by one
+    conditional update, so no two dispatchers deliver one attempt.  Oldest first.
     """
     if limit <= 0:
         return []
@@ -163,26 +170,22 @@ def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = 
                            .where(Execution.status == "retrying", Execution.next_retry_at <= now)
                            .values(status="retry_ready", updated_at=now)
                            .execution_options(synchronize_session=False))
-    query = (select(Execution.id).join(Cue, Cue.id == Execution.cue_id)
-             .where(Cue.transport == "webhook",
-                    or_(and_(Execution.status == "pending", Execution.scheduled_for <= now),
-                        Execution.status == "retry_ready"))
-             .order_by(Execution.scheduled_for).limit(limit))
+    picked = (select(Execution.id).join(Cue, Cue.id == Execution.cue_id)
+              .where(Cue.transport == "webhook",
+                     or_(and_(Execution.status == "pending", Execution.scheduled_for <= now),
+                         Execution.status == "retry_ready"))
+              .order_by(Execution.scheduled_for).limit(limit))
     if dialect_name() == "postgresql":
-        query = query.with_for_update(of=Execution, skip_locked=True)
-    claimed = []
-    for execution_id in db.session.scalars(query).all():
-        result = db.session.execute(
-            update(Execution)
-            .where(Execution.id == execution_id,
-                   Execution.status.in_(("pending", "retry_ready")))
-            .values(status="delivering", attempts=Execution.attempts + 1, last_attempt_at=now,
-                    started_at=func.coalesce(Execution.started_at, now), updated_at=now)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            claimed.append((execution_id, now))
+        picked = picked.with_for_update(of=Execution, skip_locked=True)
+    rows = db.session.execute(
+        update(Execution)
+        .where(Execution.id.in_(picked), Execution.status.in_(("pending", "retry_ready")))
+        .values(status="delivering", attempts=Execution.attempts + 1, last_attempt_at=now,
+                started_at=func.coalesce(Execution.started_at, now), updated_at=now)
+        .returning(Execution.id, Execution.scheduled_for)
+        .execution_options(synchronize_session=False)).all()
     db.session.commit()
-    return claimed
+    return [(execution_id, now) for execution_id, _ in sorted(rows, key=lambda row: row[1])]
 
 
 def release_webhook_claims(claims: list[tuple[object, datetime]], now: datetime) -> int:
@@ -200,20 +203,70 @@ def release_webhook_claims(claims: list[tuple[object, datetime]], now: datetime)
     return released
 
 
-def _deliver_tracked(ctx, execution_id, claimed_at) -> None:
-    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+def _send_tracked(ctx, attempt: Attempt) -> None:
+    """Delivery thread: send one prepared attempt; the dispatcher records the result."""
     try:
-        deliver_webhook(execution_id, claimed_at, clock=ctx.now)
+        result = send_attempt(attempt)
+    except Exception:
+        # Left ``delivering``: the stale-delivery sweep recovers it.
+        ctx.state["webhooks_in_flight"].discard((attempt.execution_id, attempt.claimed_at))
+        raise
+    ctx.state["webhook_results"].append((attempt, result, ctx.now()))
+
+
+def record_webhook_results(ctx) -> int:
+    """Write the results the delivery threads finished since the last call; return how many.
+
+    One transaction for the whole batch; should it fail (e.g. a deadlock), each result is
+    retried alone, and one that still cannot be written stays ``delivering`` until the
+    stale-delivery sweep recovers it.
+    """
+    results = ctx.state.setdefault("webhook_results", deque())
+    batch = []
+    while results:
+        batch.append(results.popleft())
+    if not batch:
+        return 0
+    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+
+    def escalate(*args):
+        ctx.submit(escalate_failure, *args)
+
+    try:
+        try:
+            record_attempts(batch, escalate=escalate)
+        except Exception:
+            db.session.rollback()
+            log.warning("recording %d webhook results together failed; one by one",
+                        len(batch), exc_info=True)
+            for item in batch:
+                try:
+                    record_attempts([item], escalate=escalate)
+                except Exception:
+                    db.session.rollback()
+                    log.exception("execution %s: result not recorded", item[0].execution_id)
     finally:
-        in_flight.discard((execution_id, claimed_at))
+        for attempt, _result, _finished in batch:
+            in_flight.discard((attempt.execution_id, attempt.claimed_at))
+    return len(batch)
+
+
+def _release_on_shutdown(ctx) -> None:
+    """Record the finished deliveries, then put the ones still in flight back in the queue."""
+    record_webhook_results(ctx)
+    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+    release_webhook_claims(list(in_flight), utcnow())
 
 
 def dispatch_webhooks(ctx) -> int:
-    """Job: claim as many due webhook executions as there are free delivery threads."""
+    """Job: record finished deliveries, then claim as many due webhook executions as there are
+    free delivery threads, read them in one query and hand each send to a delivery thread."""
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+    ctx.state.setdefault("webhook_results", deque())
     if not ctx.state.get("webhooks_release_registered"):
-        ctx.on_shutdown(lambda: release_webhook_claims(list(in_flight), utcnow()))
+        ctx.on_shutdown(lambda: _release_on_shutdown(ctx))
         ctx.state["webhooks_release_registered"] = True
+    recorded = record_webhook_results(ctx)
     slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
     now = ctx.now()
     # Due retries are promoted at most once per poll interval, not on every claim (a busy
@@ -223,10 +276,21 @@ def dispatch_webhooks(ctx) -> int:
         ctx.state["retries_promoted_until"] = now + timedelta(
             seconds=current_app.config["POLLER_INTERVAL_SECONDS"])
     claims = claim_webhook_executions(now, slots, promote_retries=promote)
-    for claim in claims:
-        in_flight.add(claim)
-        ctx.submit(_deliver_tracked, ctx, *claim)
-    return len(claims)
+    in_flight.update(claims)
+    try:
+        attempts, _outcomes = prepare_attempts(claims, now)
+    except Exception:
+        db.session.rollback()
+        in_flight.difference_update(claims)  # still claimed: the stale sweep recovers them
+        raise
+    sending = {(attempt.execution_id, attempt.claimed_at) for attempt in attempts}
+    in_flight.difference_update(set(claims) - sending)
+    for attempt in attempts:
+        ctx.submit(_send_tracked, ctx, attempt)
+    if in_flight:
+        # Run again as soon as a delivery finishes, to record it (and claim the next).
+        ctx.saturated = True
+    return len(claims) + recorded
 
 
 # ---------------------------------------------------------------------------------------------
