@@ -38,6 +38,9 @@ class Receiver(http.server.BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    #: Headers and body go out as separate writes: without TCP_NODELAY, Nagle's algorithm holds
+    #: the body until the client's delayed ACK (~40 ms per request on a kept-alive connection).
+    disable_nagle_algorithm = True
     arrivals: dict[str, float] = {}
     lock = threading.Lock()
 

@@ -119,6 +119,9 @@ class JobContext:
         self.state: dict[str, Any] = {}
         #: Set when a job found every delivery thread busy: it runs again as soon as one frees.
         self.saturated = False
+        #: Seconds after which the job that just ran wants to run again, if sooner than its
+        #: interval (see :meth:`run_again_in`).
+        self.wake_in: float | None = None
 
     def now(self) -> datetime:
         return self._clock()
@@ -133,6 +136,12 @@ class JobContext:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self.pool.submit(fn, *args)
+
+    def run_again_in(self, seconds: float) -> None:
+        """Ask for the running job to run again after ``seconds`` if that is sooner than its
+        interval (e.g. the scheduler, when the next cue falls due before the next poll)."""
+        seconds = max(float(seconds), 0.0)
+        self.wake_in = seconds if self.wake_in is None else min(self.wake_in, seconds)
 
     def on_shutdown(self, release: Callable[[], Any]) -> None:
         if release not in self._releases:
@@ -215,6 +224,7 @@ class Worker:
                     if now < due[job.name]:
                         continue
                     self.ctx.saturated = False
+                    self.ctx.wake_in = None
                     work = self._run_job(job, fn)
                     if self.ctx.saturated:
                         # Every delivery thread was busy: retry the moment one frees up
@@ -222,7 +232,10 @@ class Worker:
                         waiting_for_slot = True
                         due[job.name] = 0.0
                     else:
-                        due[job.name] = time.monotonic() + (0 if work > 0 else interval)
+                        wait = 0 if work > 0 else interval
+                        if self.ctx.wake_in is not None:
+                            wait = min(wait, self.ctx.wake_in)
+                        due[job.name] = time.monotonic() + wait
                 self.cycles += 1
                 others = [due[job.name] for job, _, _ in self.jobs if due[job.name] > 0]
                 nap = min(others or [time.monotonic() + MAX_NAP_SECONDS])
