@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from app.db import dialect_name, utcnow
 from app.extensions import db
@@ -129,14 +129,15 @@ def prepare_attempts(claims: list[tuple[Any, datetime]], now: datetime
     if not claims:
         return [], {}
     claimed = dict(claims)
+    e, c, u = Execution.__table__.c, Cue.__table__.c, User.__table__.c  # Core: no ORM layer
     rows = db.session.execute(
-        select(Execution.id, Execution.status, Execution.last_attempt_at, Execution.attempts,
-               Execution.triggered_by, Execution.scheduled_for, Cue.id, Cue.name, Cue.payload,
-               Cue.callback_headers, Cue.callback_method, Cue.callback_url, Cue.schedule_type,
-               Cue.next_run, Cue.retry_max_attempts, Cue.retry_backoff_minutes, User.id,
-               User.webhook_secret)
-        .join(Cue, Cue.id == Execution.cue_id).join(User, User.id == Cue.user_id)
-        .where(Execution.id.in_(list(claimed)))).all()
+        select(e.id, e.status, e.last_attempt_at, e.attempts, e.triggered_by, e.scheduled_for,
+               c.id, c.name, c.payload, c.callback_headers, c.callback_method, c.callback_url,
+               c.schedule_type, c.next_run, c.retry_max_attempts, c.retry_backoff_minutes, u.id,
+               u.webhook_secret)
+        .select_from(Execution.__table__.join(Cue.__table__, c.id == e.cue_id)
+                     .join(User.__table__, u.id == c.user_id))
+        .where(e.id.in_(list(claimed)))).all()
     outcomes: dict[Any, str | None] = {execution_id: None for execution_id in claimed}
     attempts: list[Attempt] = []
     users: dict[uuid.UUID, User] = {}
@@ -220,13 +221,24 @@ WHERE e.id = v.id AND e.status = 'delivering' AND e.last_attempt_at = v.claimed_
 RETURNING e.id
 """)
 
-_LOCK_CUES_PG = text("SELECT id FROM cues WHERE id = ANY(CAST(:ids AS text[])) "
-                     "ORDER BY id FOR UPDATE")
+#: ``run_count`` / ``last_run`` of a batch's cues, locked in id order (two batches sharing cues
+#: never wait on each other in a cycle).
 _COUNT_RUNS_PG = text("""
 UPDATE cues SET run_count = cues.run_count + v.runs, last_run = v.last_run
-FROM unnest(CAST(:ids AS text[]), CAST(:runs AS integer[]), CAST(:last AS timestamptz[]))
-     AS v(id, runs, last_run)
+FROM (SELECT c.id, u.runs, u.last_run
+      FROM cues AS c
+      JOIN unnest(CAST(:ids AS text[]), CAST(:runs AS integer[]), CAST(:last AS timestamptz[]))
+           AS u(id, runs, last_run) ON c.id = u.id
+      ORDER BY c.id FOR UPDATE OF c) AS v
 WHERE cues.id = v.id
+""")
+
+#: The monthly execution counters of a batch, in key order.
+_COUNT_USAGE_PG = text("""
+INSERT INTO execution_usage (user_id, month, executions)
+SELECT * FROM unnest(CAST(:users AS uuid[]), CAST(:months AS text[]), CAST(:counts AS integer[]))
+ON CONFLICT (user_id, month)
+DO UPDATE SET executions = execution_usage.executions + excluded.executions
 """)
 
 
@@ -263,7 +275,6 @@ def _count_runs(done: list[tuple[Attempt, dict[str, Any]]]) -> None:
                                    values["updated_at"])
     cue_ids = sorted(runs)
     if dialect_name() == "postgresql":
-        db.session.execute(_LOCK_CUES_PG, {"ids": cue_ids})
         db.session.execute(_COUNT_RUNS_PG, {"ids": cue_ids,
                                             "runs": [runs[c] for c in cue_ids],
                                             "last": [last[c] for c in cue_ids]})
@@ -281,10 +292,15 @@ def _count_usage(done: list[tuple[Attempt, dict[str, Any]]]) -> None:
                               if v["status"] == "success")
     if not counts:
         return
-    dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    stmt = dialect.insert(ExecutionUsage).values(
-        [{"user_id": user_id, "month": month, "executions": n}
-         for (user_id, month), n in sorted(counts.items(), key=lambda item: str(item[0]))])
+    keys = sorted(counts, key=lambda key: (str(key[0]), key[1]))
+    if dialect_name() == "postgresql":
+        db.session.execute(_COUNT_USAGE_PG, {"users": [user_id for user_id, _ in keys],
+                                             "months": [month for _, month in keys],
+                                             "counts": [counts[key] for key in keys]})
+        return
+    stmt = sqlite.insert(ExecutionUsage).values(
+        [{"user_id": user_id, "month": month, "executions": counts[(user_id, month)]}
+         for user_id, month in keys])
     db.session.execute(stmt.on_conflict_do_update(
         index_elements=["user_id", "month"],
         set_={"executions": ExecutionUsage.executions + stmt.excluded.executions}))

@@ -186,6 +186,11 @@ def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
     return created, len(cues)
 
 
+#: While deliveries are in flight, the dispatcher records results and claims in batches of at
+#: least ``DELIVERY_CONCURRENCY / DISPATCH_BATCH_DIVISOR`` (each round costs the same few
+#: statements however many rows it carries).
+DISPATCH_BATCH_DIVISOR = 2
+
 #: While this process's scheduler still has due cues to fire, its dispatcher claims no new
 #: deliveries for up to this long: creating executions is cheap and is what keeps a schedule
 #: on time; delivering them competes for the same CPU.
@@ -241,7 +246,9 @@ def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[objec
 
     Due retries first, then pending executions, oldest first: two index-ordered picks (one
     ``OR`` of both would read, join and sort every queued execution on each claim), each
-    claimed with one update.
+    claimed with one update.  ``retry_ready`` rows are looked for only along with the
+    promotion of due retries (``promote_retries``), which the dispatcher does once per poll
+    interval: they have waited out a backoff, and looking on every claim costs a statement.
     """
     if promote_retries:
         db.session.execute(update(Execution)
@@ -249,28 +256,31 @@ def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[objec
                            .values(status="retry_ready", updated_at=now)
                            .execution_options(synchronize_session=False))
     claimed: list[tuple[object, datetime]] = []
-    for status, due in (("retry_ready", None), ("pending", Execution.scheduled_for <= now)):
+    executions, e, c = Execution.__table__, Execution.__table__.c, Cue.__table__.c  # Core
+    picks = [("pending", e.scheduled_for <= now)]
+    if promote_retries:
+        picks.insert(0, ("retry_ready", None))
+    for status, due in picks:
         wanted = limit - len(claimed)
         if wanted <= 0:
             break
-        picked = (select(Execution.id).join(Cue, Cue.id == Execution.cue_id)
-                  .where(Cue.transport == "webhook", Execution.status == status,
+        picked = (select(e.id).select_from(executions.join(Cue.__table__, c.id == e.cue_id))
+                  .where(c.transport == "webhook", e.status == status,
                          *([due] if due is not None else []))
-                  .order_by(Execution.scheduled_for).limit(wanted))
+                  .order_by(e.scheduled_for).limit(wanted))
         if dialect_name() == "postgresql":
-            picked = picked.with_for_update(of=Execution, skip_locked=True)
+            picked = picked.with_for_update(of=executions, skip_locked=True)
         # Picked first, then updated by id: as one ``UPDATE … WHERE id IN (SELECT … LIMIT)``
         # the planner may re-run the locking subquery for every queued row.
-        ids = db.session.scalars(picked).all()
+        ids = db.session.execute(picked).scalars().all()
         if not ids:
             continue
         rows = db.session.execute(
-            update(Execution)
-            .where(Execution.id.in_(ids), Execution.status == status)
-            .values(status="delivering", attempts=Execution.attempts + 1, last_attempt_at=now,
-                    started_at=func.coalesce(Execution.started_at, now), updated_at=now)
-            .returning(Execution.id, Execution.scheduled_for)
-            .execution_options(synchronize_session=False)).all()
+            executions.update()
+            .where(e.id.in_(ids), e.status == status)
+            .values(status="delivering", attempts=e.attempts + 1, last_attempt_at=now,
+                    started_at=func.coalesce(e.started_at, now), updated_at=now)
+            .returning(e.id, e.scheduled_for)).all()
         claimed.extend((execution_id, now)
                        for execution_id, _ in sorted(rows, key=lambda row: row[1]))
     return claimed
@@ -350,15 +360,22 @@ def dispatch_webhooks(ctx) -> int:
     """Job: record finished deliveries, then claim due webhook executions for the free delivery
     threads, read them in one query and hand each send to a delivery thread.
 
-    While deliveries are in flight it claims in batches of at least a quarter of the pool (each
-    claim costs the same few statements however many rows it takes), and it runs again as soon
-    as a delivery finishes.
+    While deliveries are in flight it records and claims in batches (``DISPATCH_BATCH_DIVISOR``),
+    and it runs again as soon as a delivery finishes.
     """
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
-    ctx.state.setdefault("webhook_results", deque())
+    results = ctx.state.setdefault("webhook_results", deque())
     if not ctx.state.get("webhooks_release_registered"):
         ctx.on_shutdown(lambda: _release_on_shutdown(ctx))
         ctx.state["webhooks_release_registered"] = True
+    batch = max(1, ctx.pool.size // DISPATCH_BATCH_DIVISOR)
+    ctx.pool.wake_threshold = batch
+    if (len(in_flight) > len(results) and len(results) < batch
+            and ctx.pool.free_slots() < batch):
+        # Deliveries are still being sent and too few finished to be worth a round of
+        # statements: wait for more (the pool wakes the worker as each one finishes).
+        ctx.saturated = True
+        return 0
     recorded = record_webhook_results(ctx)
     backlog_since = ctx.state.get("firing_backlog_since")
     if backlog_since is not None and time.monotonic() - backlog_since < FIRING_PRIORITY_SECONDS:
@@ -366,7 +383,7 @@ def dispatch_webhooks(ctx) -> int:
             ctx.saturated = True
         return recorded  # the scheduler runs again at once; claim after it caught up
     slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
-    if in_flight and slots < max(1, ctx.pool.size // 4):
+    if in_flight and slots < batch:
         ctx.saturated = True
         return recorded
     now = ctx.now()

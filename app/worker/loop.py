@@ -49,6 +49,8 @@ class DeliveryPool:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._slot_freed = threading.Event()
+        #: :meth:`wait_for_slot` returns once this many slots are free (or none is busy).
+        self.wake_threshold = 1
         self._threads = [threading.Thread(target=self._run, name=f"delivery-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -78,10 +80,13 @@ class DeliveryPool:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
-                self._slot_freed.set()
+                    wake = self._busy == 0 or self.size - self._busy >= self.wake_threshold
+                if wake:
+                    self._slot_freed.set()
 
     def wait_for_slot(self, timeout: float) -> None:
-        """Sleep until a delivery finishes (a slot is free) or ``timeout`` passes."""
+        """Sleep until a delivery finishes and at least ``wake_threshold`` slots are free (or
+        the pool is idle), or ``timeout`` passes."""
         self._slot_freed.wait(timeout)
         self._slot_freed.clear()
 
