@@ -107,6 +107,17 @@ class Attempt:
     headers: dict[str, str] | None
 
 
+#: What an attempt reads: execution, cue and owner columns (see :func:`prepare_rows`).
+ATTEMPT_COLUMNS = (
+    *(Execution.__table__.c[name] for name in (
+        "id", "status", "last_attempt_at", "attempts", "triggered_by", "scheduled_for")),
+    *(Cue.__table__.c[name] for name in (
+        "id", "name", "payload", "callback_headers", "callback_method", "callback_url",
+        "schedule_type", "next_run", "retry_max_attempts", "retry_backoff_minutes")),
+    User.__table__.c.id, User.__table__.c.webhook_secret,
+)
+
+
 class _Row:
     """Attribute access to the columns :func:`webhook_body` / :func:`webhook_headers` read."""
 
@@ -129,15 +140,18 @@ def prepare_attempts(claims: list[tuple[Any, datetime]], now: datetime
     if not claims:
         return [], {}
     claimed = dict(claims)
-    e, c, u = Execution.__table__.c, Cue.__table__.c, User.__table__.c  # Core: no ORM layer
+    e, c = Execution.__table__.c, Cue.__table__.c  # Core: no ORM layer
     rows = db.session.execute(
-        select(e.id, e.status, e.last_attempt_at, e.attempts, e.triggered_by, e.scheduled_for,
-               c.id, c.name, c.payload, c.callback_headers, c.callback_method, c.callback_url,
-               c.schedule_type, c.next_run, c.retry_max_attempts, c.retry_backoff_minutes, u.id,
-               u.webhook_secret)
+        select(*ATTEMPT_COLUMNS)
         .select_from(Execution.__table__.join(Cue.__table__, c.id == e.cue_id)
-                     .join(User.__table__, u.id == c.user_id))
+                     .join(User.__table__, User.__table__.c.id == c.user_id))
         .where(e.id.in_(list(claimed)))).all()
+    return prepare_rows(rows, claimed, now)
+
+
+def prepare_rows(rows, claimed: dict[Any, datetime], now: datetime
+                 ) -> tuple[list[Attempt], dict[Any, str | None]]:
+    """:func:`prepare_attempts` from rows already read (``ATTEMPT_COLUMNS``); commits."""
     outcomes: dict[Any, str | None] = {execution_id: None for execution_id in claimed}
     attempts: list[Attempt] = []
     users: dict[uuid.UUID, User] = {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, func, select, text, update
@@ -30,9 +30,11 @@ from app.extensions import db
 from app.scheduling import schedule as sched
 from app.scheduling import sweeps
 from app.scheduling.delivery import (
+    ATTEMPT_COLUMNS,
     Attempt,
     escalate_failure,
     prepare_attempts,
+    prepare_rows,
     record_attempts,
     send_attempt,
 )
@@ -241,6 +243,14 @@ def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = 
     return claimed
 
 
+def _promote_retries(now: datetime) -> None:
+    """``retrying`` executions whose ``next_retry_at`` passed become ``retry_ready``."""
+    db.session.execute(update(Execution)
+                       .where(Execution.status == "retrying", Execution.next_retry_at <= now)
+                       .values(status="retry_ready", updated_at=now)
+                       .execution_options(synchronize_session=False))
+
+
 def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[object, datetime]]:
     """:func:`claim_webhook_executions` without the commit.
 
@@ -251,10 +261,7 @@ def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[objec
     interval: they have waited out a backoff, and looking on every claim costs a statement.
     """
     if promote_retries:
-        db.session.execute(update(Execution)
-                           .where(Execution.status == "retrying", Execution.next_retry_at <= now)
-                           .values(status="retry_ready", updated_at=now)
-                           .execution_options(synchronize_session=False))
+        _promote_retries(now)
     claimed: list[tuple[object, datetime]] = []
     executions, e, c = Execution.__table__, Execution.__table__.c, Cue.__table__.c  # Core
     picks = [("pending", e.scheduled_for <= now)]
@@ -284,6 +291,52 @@ def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[objec
         claimed.extend((execution_id, now)
                        for execution_id, _ in sorted(rows, key=lambda row: row[1]))
     return claimed
+
+
+#: PostgreSQL: pick (``SKIP LOCKED``), claim and read due executions in one statement.  The
+#: picked ids are materialised first, so the locking subquery runs once.
+_CLAIM_PG = text("""
+WITH picked AS MATERIALIZED (
+    SELECT e.id FROM executions AS e JOIN cues AS c ON c.id = e.cue_id
+    WHERE c.transport = 'webhook' AND e.status = :status AND e.scheduled_for <= :due
+    ORDER BY e.scheduled_for LIMIT :limit
+    FOR UPDATE OF e SKIP LOCKED)
+UPDATE executions AS x
+SET status = 'delivering', attempts = x.attempts + 1, last_attempt_at = :now,
+    started_at = COALESCE(x.started_at, :now), updated_at = :now
+FROM picked, cues AS c, users AS u
+WHERE x.id = picked.id AND x.status = :status AND c.id = x.cue_id AND u.id = c.user_id
+RETURNING x.id, x.status, x.last_attempt_at, x.attempts, x.triggered_by, x.scheduled_for,
+          c.id, c.name, c.payload, c.callback_headers, c.callback_method, c.callback_url,
+          c.schedule_type, c.next_run, c.retry_max_attempts, c.retry_backoff_minutes,
+          u.id, u.webhook_secret
+""").columns(*ATTEMPT_COLUMNS)
+_NO_LIMIT = datetime.max.replace(tzinfo=UTC)
+
+
+def _claim_and_prepare(now: datetime, limit: int, promote_retries: bool
+                       ) -> tuple[list[tuple[object, datetime]], list[Attempt]]:
+    """Claim due webhook executions and prepare their attempts; commits.
+
+    The same claims as :func:`claim_webhook_executions`; on PostgreSQL each pick, claim and
+    read is one statement.
+    """
+    if dialect_name() != "postgresql":
+        claims = _claim(now, limit, promote_retries)
+        return claims, prepare_attempts(claims, now)[0]
+    if promote_retries:
+        _promote_retries(now)
+    rows = []
+    for status, due in ((("retry_ready", _NO_LIMIT),) if promote_retries else ()) + (
+            ("pending", now),):
+        wanted = limit - len(rows)
+        if wanted <= 0:
+            break
+        rows.extend(db.session.execute(_CLAIM_PG, {"status": status, "due": due,
+                                                   "limit": wanted, "now": now}).all())
+    rows.sort(key=lambda row: row[5])  # scheduled_for: oldest first
+    claims = [(row[0], now) for row in rows]
+    return claims, prepare_rows(rows, dict(claims), now)[0]
 
 
 def release_webhook_claims(claims: list[tuple[object, datetime]], now: datetime) -> int:
@@ -393,15 +446,12 @@ def dispatch_webhooks(ctx) -> int:
     if promote:
         ctx.state["retries_promoted_until"] = now + timedelta(
             seconds=current_app.config["POLLER_INTERVAL_SECONDS"])
-    claims: list[tuple[object, datetime]] = []
     try:
-        claims = _claim(now, slots, promote) if slots > 0 else []
-        in_flight.update(claims)
-        attempts, _outcomes = prepare_attempts(claims, now)  # commits the claims with the read
+        claims, attempts = _claim_and_prepare(now, slots, promote) if slots > 0 else ([], [])
     except Exception:
         db.session.rollback()  # nothing was claimed
-        in_flight.difference_update(claims)
         raise
+    in_flight.update(claims)
     sending = {(attempt.execution_id, attempt.claimed_at) for attempt in attempts}
     in_flight.difference_update(set(claims) - sending)
     for attempt in attempts:
