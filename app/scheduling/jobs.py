@@ -381,7 +381,10 @@ def record_webhook_results(ctx) -> int:
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
 
     def escalate(*args):
-        ctx.submit(escalate_failure, *args)
+        if ctx.stopping.is_set():  # shutting down: the pool may not get to run it
+            escalate_failure(*args)
+        else:  # it may send a request: not in the worker's main loop
+            ctx.submit(escalate_failure, *args)
 
     try:
         try:
@@ -407,6 +410,7 @@ def _release_on_shutdown(ctx) -> None:
     record_webhook_results(ctx)
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
     release_webhook_claims(list(in_flight), utcnow())
+    in_flight.clear()
 
 
 def dispatch_webhooks(ctx) -> int:
