@@ -141,13 +141,13 @@ def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
     Three statements whatever the chunk size: read the due cues (columns, not objects), insert
     their executions, advance the cues.
     """
-    query = (select(Cue.id, Cue.schedule_type, Cue.schedule_cron, Cue.schedule_timezone,
-                    Cue.next_run)
-             .where(Cue.status == "active", Cue.next_run.is_not(None), Cue.next_run <= now,
+    c, u = Cue.__table__.c, User.__table__.c  # Core statements: no ORM layer in the hot path
+    query = (select(c.id, c.schedule_type, c.schedule_cron, c.schedule_timezone, c.next_run)
+             .where(c.status == "active", c.next_run.is_not(None), c.next_run <= now,
                     # Deactivated owners' cues wait; on reactivation the catch-up
                     # policy below decides how many overdue slots still fire.
-                    Cue.user_id.in_(select(User.id).where(User.active)))
-             .order_by(Cue.next_run).limit(limit))
+                    c.user_id.in_(select(u.id).where(u.active)))
+             .order_by(c.next_run).limit(limit))
     if dialect_name() == "postgresql":
         query = query.with_for_update(skip_locked=True)
     cues = db.session.execute(query).all()
@@ -215,8 +215,9 @@ def run_scheduler(ctx) -> int:
     else:
         ctx.state.pop("firing_backlog_since", None)
     if created == 0 and not more:
-        upcoming = db.session.scalar(select(func.min(Cue.next_run))
-                                     .where(Cue.status == "active", Cue.next_run > now))
+        c = Cue.__table__.c
+        upcoming = db.session.scalar(select(func.min(c.next_run))
+                                     .where(c.status == "active", c.next_run > now))
         db.session.rollback()  # end the read
         if upcoming is not None:
             ctx.run_again_in((upcoming - now).total_seconds())
@@ -245,10 +246,10 @@ def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = 
 
 def _promote_retries(now: datetime) -> None:
     """``retrying`` executions whose ``next_retry_at`` passed become ``retry_ready``."""
-    db.session.execute(update(Execution)
-                       .where(Execution.status == "retrying", Execution.next_retry_at <= now)
-                       .values(status="retry_ready", updated_at=now)
-                       .execution_options(synchronize_session=False))
+    e = Execution.__table__.c
+    db.session.execute(Execution.__table__.update()
+                       .where(e.status == "retrying", e.next_retry_at <= now)
+                       .values(status="retry_ready", updated_at=now))
 
 
 def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[object, datetime]]:
