@@ -192,6 +192,10 @@ def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
 #: least ``DELIVERY_CONCURRENCY / DISPATCH_BATCH_DIVISOR`` (each round costs the same few
 #: statements however many rows it carries).
 DISPATCH_BATCH_DIVISOR = 2
+#: Attempts claimed beyond the free delivery threads, in pool sizes: they wait in the pool's
+#: queue, so each round carries a larger batch (the threads never idle between rounds).  A
+#: worker thus holds up to ``2 × DELIVERY_CONCURRENCY`` claimed executions.
+DISPATCH_QUEUE_AHEAD = 1
 
 #: While this process's scheduler still has due cues to fire, its dispatcher claims no new
 #: deliveries for up to this long: creating executions is cheap and is what keeps a schedule
@@ -418,18 +422,18 @@ def dispatch_webhooks(ctx) -> int:
     """Job: record finished deliveries, then claim due webhook executions for the free delivery
     threads, read them in one query and hand each send to a delivery thread.
 
-    While deliveries are in flight it records and claims in batches (``DISPATCH_BATCH_DIVISOR``),
-    and it runs again as soon as a delivery finishes.
+    While deliveries are in flight it records and claims in batches (``DISPATCH_BATCH_DIVISOR``,
+    ``DISPATCH_QUEUE_AHEAD``), and it runs again as soon as enough deliveries finished.
     """
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
     results = ctx.state.setdefault("webhook_results", deque())
     if not ctx.state.get("webhooks_release_registered"):
         ctx.on_shutdown(lambda: _release_on_shutdown(ctx))
         ctx.state["webhooks_release_registered"] = True
-    batch = max(1, ctx.pool.size // DISPATCH_BATCH_DIVISOR)
-    ctx.pool.wake_threshold = batch
-    if (len(in_flight) > len(results) and len(results) < batch
-            and ctx.pool.free_slots() < batch):
+    pool = ctx.pool
+    batch = max(1, pool.size // DISPATCH_BATCH_DIVISOR)
+    pool.wake_threshold, pool.queue_ahead = batch, pool.size * DISPATCH_QUEUE_AHEAD
+    if len(in_flight) > len(results) and len(results) < batch and pool.room() < batch:
         # Deliveries are still being sent and too few finished to be worth a round of
         # statements: wait for more (the pool wakes the worker as each one finishes).
         ctx.saturated = True
@@ -440,8 +444,9 @@ def dispatch_webhooks(ctx) -> int:
         if in_flight:
             ctx.saturated = True
         return recorded  # the scheduler runs again at once; claim after it caught up
-    slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
-    if in_flight and slots < batch:
+    slots = 0 if ctx.stopping.is_set() else pool.room()
+    slots = min(slots, current_app.config["POLLER_BATCH_SIZE"])
+    if slots < batch and (in_flight or pool.free_slots() == 0):
         ctx.saturated = True
         return recorded
     now = ctx.now()

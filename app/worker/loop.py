@@ -49,8 +49,10 @@ class DeliveryPool:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._slot_freed = threading.Event()
-        #: :meth:`wait_for_slot` returns once this many slots are free (or none is busy).
+        #: :meth:`wait_for_slot` returns once :meth:`room` is at least this (or none is busy).
         self.wake_threshold = 1
+        #: Tasks a job may queue beyond the threads (see :meth:`room`); 0 unless a job sets it.
+        self.queue_ahead = 0
         self._threads = [threading.Thread(target=self._run, name=f"delivery-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -59,6 +61,11 @@ class DeliveryPool:
     def free_slots(self) -> int:
         with self._lock:
             return max(self.size - self._busy, 0)
+
+    def room(self) -> int:
+        """Tasks that may still be submitted: free threads plus ``queue_ahead`` queued ones."""
+        with self._lock:
+            return max(self.size + self.queue_ahead - self._busy, 0)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         with self._lock:
@@ -80,13 +87,14 @@ class DeliveryPool:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
-                    wake = self._busy == 0 or self.size - self._busy >= self.wake_threshold
+                    wake = (self._busy == 0 or self.size + self.queue_ahead - self._busy
+                            >= self.wake_threshold)
                 if wake:
                     self._slot_freed.set()
 
     def wait_for_slot(self, timeout: float) -> None:
-        """Sleep until a delivery finishes and at least ``wake_threshold`` slots are free (or
-        the pool is idle), or ``timeout`` passes."""
+        """Sleep until a delivery finishes and :meth:`room` reaches ``wake_threshold`` (or the
+        pool is idle), or ``timeout`` passes."""
         self._slot_freed.wait(timeout)
         self._slot_freed.clear()
 

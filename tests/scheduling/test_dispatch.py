@@ -163,3 +163,18 @@ def test_loop_runs_a_job_again_when_it_asks_to(make_app):
     thread.join(5)
     assert not thread.is_alive()
     assert len(wake_calls) >= 3  # not once per 30 s interval
+
+
+def test_pool_room_counts_the_queue_a_job_may_fill(app):
+    pool = DeliveryPool(app, 2)
+    gate = threading.Event()
+    try:
+        assert pool.room() == 2
+        pool.queue_ahead = 2
+        for _ in range(3):
+            pool.submit(gate.wait, 5)
+        assert pool.free_slots() == 0 and pool.room() == 1
+        gate.set()
+        assert pool.wait_idle(5) and pool.room() == 4
+    finally:
+        pool.close()
