@@ -238,7 +238,8 @@ RETURNING e.id
 #: ``run_count`` / ``last_run`` of a batch's cues, locked in id order (two batches sharing cues
 #: never wait on each other in a cycle).
 _COUNT_RUNS_PG = text("""
-UPDATE cues SET run_count = cues.run_count + v.runs, last_run = v.last_run
+UPDATE cues SET run_count = cues.run_count + v.runs, last_run = v.last_run,
+    updated_at = :updated
 FROM (SELECT c.id, u.runs, u.last_run
       FROM cues AS c
       JOIN unnest(CAST(:ids AS text[]), CAST(:runs AS integer[]), CAST(:last AS timestamptz[]))
@@ -291,7 +292,9 @@ def _count_runs(done: list[tuple[Attempt, dict[str, Any]]]) -> None:
     if dialect_name() == "postgresql":
         db.session.execute(_COUNT_RUNS_PG, {"ids": cue_ids,
                                             "runs": [runs[c] for c in cue_ids],
-                                            "last": [last[c] for c in cue_ids]})
+                                            "last": [last[c] for c in cue_ids],
+                                            # as the column's onupdate does elsewhere
+                                            "updated": utcnow()})
         return
     for cue_id in cue_ids:
         db.session.execute(update(Cue).where(Cue.id == cue_id)
@@ -359,8 +362,8 @@ def record_attempts(results: list[tuple[Attempt, SendResult | None, datetime]],
         if values["status"] == "failed":
             result = by_id[id(attempt)]
             escalate(attempt.cue_id, attempt.attempt,
-                             result.status_code if result is not None else None,
-                             values["error_message"], values["updated_at"])
+                     result.status_code if result is not None else None,
+                     values["error_message"], values["updated_at"])
     return statuses
 
 
