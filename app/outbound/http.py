@@ -4,11 +4,13 @@ API:
 
 ``send(method, url, *, body=None, headers=None, timeout=None, env=None, allow_private=None)
 -> SendResult``
-    Re-checks the destination (:func:`app.outbound.ssrf.check_destination`), sends one request
-    on a fresh connection with ``timeout`` seconds (default ``WEBHOOK_TIMEOUT_SECONDS``), never
-    follows redirects, never raises for network problems.  ``body`` is a ``str`` sent as UTF-8
-    bytes exactly (pass :func:`app.outbound.signing.canonical_json` output so signatures hold);
-    ``None`` sends no body (``GET``).
+    Re-checks the destination (:func:`app.outbound.ssrf.check_destination`) on every call, sends
+    one request with ``timeout`` seconds (default ``WEBHOOK_TIMEOUT_SECONDS``), never follows
+    redirects, never raises for network problems.  Requests go through one client per process
+    (:func:`client`), so connections to a receiver are kept alive and reused between deliveries
+    instead of being opened (and TLS-negotiated) for every request.  ``body`` is a ``str`` sent
+    as UTF-8 bytes exactly (pass :func:`app.outbound.signing.canonical_json` output so
+    signatures hold); ``None`` sends no body (``GET``).
 
 ``SendResult``
     ``outcome``: ``"success"`` (2xx), ``"retryable"`` (408, 429, 5xx, timeout, connection /
@@ -24,6 +26,7 @@ Callers decide what a classification means for them: cue webhooks retry every fa
 from __future__ import annotations
 
 import math
+import os
 import ssl
 import threading
 import time
@@ -93,8 +96,8 @@ _tls_context: ssl.SSLContext | None = None
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context for every outbound request.
 
-    Building a context loads the CA bundle (~40 ms of CPU); sharing it keeps each attempt on a
-    fresh connection without paying that again.  SSLContext is safe to share between threads.
+    Building a context loads the CA bundle (~40 ms of CPU); it is built once.  SSLContext is
+    safe to share between threads.
     """
     global _tls_context
     if _tls_context is None:
@@ -102,6 +105,32 @@ def tls_context() -> ssl.SSLContext:
             if _tls_context is None:
                 _tls_context = httpx.create_ssl_context(trust_env=False)
     return _tls_context
+
+
+_client_lock = threading.Lock()
+_client: httpx.Client | None = None
+_client_pid: int | None = None
+#: Idle connections kept per process (per receiver host they are reused, then closed after
+#: ``KEEPALIVE_EXPIRY_SECONDS`` unused).
+MAX_KEEPALIVE_CONNECTIONS = 64
+KEEPALIVE_EXPIRY_SECONDS = 5.0
+
+
+def client() -> httpx.Client:
+    """The process's outbound client: thread-safe, keep-alive connection pool, no redirects,
+    no proxy or other settings from the environment.  A forked child makes its own."""
+    global _client, _client_pid
+    pid = os.getpid()
+    if _client is None or _client_pid != pid:
+        with _client_lock:
+            if _client is None or _client_pid != pid:
+                _client = httpx.Client(
+                    follow_redirects=False, trust_env=False, verify=tls_context(),
+                    limits=httpx.Limits(max_connections=None,
+                                        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+                                        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS))
+                _client_pid = pid
+    return _client
 
 
 def send(method: str, url: str, *, body: str | None = None,
@@ -118,10 +147,8 @@ def send(method: str, url: str, *, body: str | None = None,
     content = body.encode("utf-8") if body is not None else None
     request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
-                          verify=tls_context()) as client:
-            response = client.request(method.upper(), url, content=content,
-                                      headers=request_headers)
+        response = client().request(method.upper(), url, content=content,
+                                    headers=request_headers, timeout=timeout)
     except httpx.TimeoutException:
         return SendResult(RETRYABLE, error=f"Timed out after {timeout:g}s",
                           elapsed=time.monotonic() - started)

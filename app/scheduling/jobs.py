@@ -16,10 +16,12 @@ stale work; a backlog cap with "latest wins" is what most periodic jobs want.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import dialect_name, utcnow
@@ -27,7 +29,15 @@ from app.errors import AppError
 from app.extensions import db
 from app.scheduling import schedule as sched
 from app.scheduling import sweeps
-from app.scheduling.delivery import deliver_webhook
+from app.scheduling.delivery import (
+    ATTEMPT_COLUMNS,
+    Attempt,
+    escalate_failure,
+    prepare_attempts,
+    prepare_rows,
+    record_attempts,
+    send_attempt,
+)
 from app.scheduling.models import Cue, Execution
 from app.users.models import User
 
@@ -49,13 +59,18 @@ def _insert_slots(pairs: list[tuple[str, datetime]], now: datetime) -> set[tuple
     import uuid
 
     dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    stmt = (dialect.insert(Execution)
-            .values([{"id": uuid.uuid4(), "cue_id": cue_id, "scheduled_for": when,
-                      "status": "pending", "triggered_by": "scheduler", "attempts": 0,
-                      "created_at": now, "updated_at": now} for cue_id, when in pairs])
+    table = Execution.__table__
+    # A Core statement with a parameter list: compiled once and cached, sent as multi-row
+    # INSERTs ("insertmanyvalues"); building one VALUES clause per chunk cost more than the
+    # database did.
+    stmt = (dialect.insert(table)
             .on_conflict_do_nothing(index_elements=["cue_id", "scheduled_for"])
-            .returning(Execution.cue_id, Execution.scheduled_for))
-    return {(cue_id, when) for cue_id, when in db.session.execute(stmt)}
+            .returning(table.c.cue_id, table.c.scheduled_for))
+    rows = db.session.execute(stmt, [
+        {"id": uuid.uuid4(), "cue_id": cue_id, "scheduled_for": when, "status": "pending",
+         "triggered_by": "scheduler", "attempts": 0, "created_at": now, "updated_at": now}
+        for cue_id, when in pairs])
+    return {(cue_id, when) for cue_id, when in rows}
 
 
 #: Cues turned into executions per transaction: small enough that the first executions are
@@ -72,7 +87,11 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
     scheduled_for)`` makes firing idempotent even if two passes overlap (SQLite, or a
     cue edited in between), and ``fired_count`` only counts rows actually inserted.
     """
-    now = now or utcnow()
+    return _schedule_pass(now or utcnow(), batch)[0]
+
+
+def _schedule_pass(now: datetime, batch: int | None = None) -> tuple[int, bool]:
+    """:func:`schedule_due_cues`; also say whether due cues may remain (the batch ran out)."""
     config = current_app.config
     batch = batch or config["POLLER_BATCH_SIZE"]
     cap = config["POLLER_MAX_CATCH_UP_SLOTS"]
@@ -83,65 +102,130 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
         created += fired
         batch -= chunk
         if seen < chunk:
-            break
-    return created
+            return created, False
+    return created, True
+
+
+#: Advances the fired cues of a chunk on PostgreSQL in one statement (they are locked already).
+_ADVANCE_CUES_PG = text("""
+UPDATE cues SET fired_count = COALESCE(cues.fired_count, 0) + v.fired, next_run = v.next_run,
+    updated_at = :now
+FROM unnest(CAST(:ids AS text[]), CAST(:fired AS integer[]), CAST(:next_runs AS timestamptz[]))
+     AS v(id, fired, next_run)
+WHERE cues.id = v.id
+""")
+
+
+def _advance_cues(advanced: list[tuple[str, int, datetime | None]], now: datetime) -> None:
+    """``fired_count += fired`` and the new ``next_run`` of each ``(cue id, fired, next_run)``."""
+    if not advanced:
+        return
+    if dialect_name() == "postgresql":
+        db.session.execute(_ADVANCE_CUES_PG, {
+            "ids": [cue_id for cue_id, _, _ in advanced],
+            "fired": [fired for _, fired, _ in advanced],
+            "next_runs": [next_run for _, _, next_run in advanced], "now": now})
+        return
+    table = Cue.__table__
+    db.session.execute(
+        table.update().where(table.c.id == bindparam("b_id"))
+        .values(fired_count=func.coalesce(table.c.fired_count, 0) + bindparam("b_fired"),
+                next_run=bindparam("b_next"), updated_at=now),
+        [{"b_id": cue_id, "b_fired": fired, "b_next": next_run}
+         for cue_id, fired, next_run in advanced])
 
 
 def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
-    """Fire up to ``limit`` due cues in one transaction; return (executions created, cues seen)."""
-    query = (select(Cue).where(Cue.status == "active", Cue.next_run.is_not(None),
-                               Cue.next_run <= now,
-                               # Deactivated owners' cues wait; on reactivation the catch-up
-                               # policy below decides how many overdue slots still fire.
-                               Cue.user_id.in_(select(User.id).where(User.active)))
-             .order_by(Cue.next_run).limit(limit))
+    """Fire up to ``limit`` due cues in one transaction; return (executions created, cues seen).
+
+    Three statements whatever the chunk size: read the due cues (columns, not objects), insert
+    their executions, advance the cues.
+    """
+    c, u = Cue.__table__.c, User.__table__.c  # Core statements: no ORM layer in the hot path
+    query = (select(c.id, c.schedule_type, c.schedule_cron, c.schedule_timezone, c.next_run)
+             .where(c.status == "active", c.next_run.is_not(None), c.next_run <= now,
+                    # Deactivated owners' cues wait; on reactivation the catch-up
+                    # policy below decides how many overdue slots still fire.
+                    c.user_id.in_(select(u.id).where(u.active)))
+             .order_by(c.next_run).limit(limit))
     if dialect_name() == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    cues = db.session.scalars(query).all()
+    cues = db.session.execute(query).all()
     # Many cues share a schedule ("every minute", "hourly"): evaluate each one once per pass.
     evaluated: dict[tuple, tuple[list[datetime], datetime | None]] = {}
-    planned: list[tuple[Cue, list[datetime], datetime | None]] = []
-    for cue in cues:
-        if cue.schedule_type == "once":
-            planned.append((cue, [cue.next_run], None))
+    planned: list[tuple[str, datetime, list[datetime], datetime | None]] = []
+    advanced: list[tuple[str, int, datetime | None]] = []
+    for cue_id, schedule_type, cron, timezone, due in cues:
+        if schedule_type == "once":
+            planned.append((cue_id, due, [due], None))
             continue
-        key = (cue.schedule_cron, cue.schedule_timezone, cue.next_run)
+        key = (cron, timezone, due)
         if key not in evaluated:
             try:
-                slots = sched.latest_cron_times(cue.schedule_cron, cue.schedule_timezone,
-                                                cue.next_run, now, cap) or [cue.next_run]
-                evaluated[key] = (slots, sched.next_cron_time(cue.schedule_cron,
-                                                              cue.schedule_timezone, now))
+                slots = sched.latest_cron_times(cron, timezone, due, now, cap) or [due]
+                evaluated[key] = (slots, sched.next_cron_time(cron, timezone, now))
             except AppError as exc:
                 # One unusable schedule (e.g. a time zone removed from the system database)
                 # must not stall every other cue: stop scheduling this one and say why.
                 log.warning("cue %s: schedule cannot be evaluated (%s); next_run cleared",
-                            cue.id, exc.message)
-                cue.next_run = None
-                cue.updated_at = now
+                            cue_id, exc.message)
+                advanced.append((cue_id, 0, None))
                 continue
         slots, next_run = evaluated[key]
-        planned.append((cue, slots, next_run))
-    inserted = _insert_slots([(cue.id, slot) for cue, slots, _ in planned for slot in slots], now)
+        planned.append((cue_id, due, slots, next_run))
+    inserted = _insert_slots([(cue_id, slot) for cue_id, _, slots, _ in planned
+                              for slot in slots], now)
     created = 0
-    for cue, slots, next_run in planned:
-        fired = sum((cue.id, slot) in inserted for slot in slots)
-        if fired < len(slots) or slots[0] > cue.next_run:
+    for cue_id, due, slots, next_run in planned:
+        fired = sum((cue_id, slot) in inserted for slot in slots)
+        if fired < len(slots) or slots[0] > due:
             log.info("cue %s: fired %d slot(s), skipped older overdue slots since %s",
-                     cue.id, fired, cue.next_run.isoformat())
-        cue.fired_count = (cue.fired_count or 0) + fired
-        cue.next_run = next_run
-        cue.updated_at = now
+                     cue_id, fired, due.isoformat())
+        advanced.append((cue_id, fired, next_run))
         created += fired
+    _advance_cues(advanced, now)
     db.session.commit()
     return created, len(cues)
 
 
+#: While deliveries are in flight, the dispatcher records results and claims in batches of at
+#: least ``DELIVERY_CONCURRENCY / DISPATCH_BATCH_DIVISOR`` (each round costs the same few
+#: statements however many rows it carries).
+DISPATCH_BATCH_DIVISOR = 2
+#: Attempts claimed beyond the free delivery threads, in pool sizes: they wait in the pool's
+#: queue, so each round carries a larger batch (the threads never idle between rounds).  A
+#: worker thus holds up to ``2 × DELIVERY_CONCURRENCY`` claimed executions.
+DISPATCH_QUEUE_AHEAD = 1
+
+#: While this process's scheduler still has due cues to fire, its dispatcher claims no new
+#: deliveries for up to this long: creating executions is cheap and is what keeps a schedule
+#: on time; delivering them competes for the same CPU.
+FIRING_PRIORITY_SECONDS = 1.0
+
+
 def run_scheduler(ctx) -> int:
-    """Job: one scheduler pass."""
+    """Job: one scheduler pass.
+
+    When nothing was due, it asks to run again at the next cue's ``next_run`` if that comes
+    before the poll interval ends, so a cue fires on time rather than up to a poll interval
+    late.
+    """
     if ctx.stopping.is_set():
         return 0
-    return schedule_due_cues(ctx.now())
+    now = ctx.now()
+    created, more = _schedule_pass(now)
+    if more:
+        ctx.state.setdefault("firing_backlog_since", time.monotonic())
+    else:
+        ctx.state.pop("firing_backlog_since", None)
+    if created == 0 and not more:
+        c = Cue.__table__.c
+        upcoming = db.session.scalar(select(func.min(c.next_run))
+                                     .where(c.status == "active", c.next_run > now))
+        db.session.rollback()  # end the read
+        if upcoming is not None:
+            ctx.run_again_in((upcoming - now).total_seconds())
+    return created
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,36 +237,111 @@ def claim_webhook_executions(now: datetime, limit: int, promote_retries: bool = 
     """Claim up to ``limit`` due webhook executions; return ``(id, claim time)`` pairs.
 
     ``retrying`` rows whose ``next_retry_at`` passed become ``retry_ready`` first.  Candidates
-    are picked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and moved to ``delivering`` by a
-    conditional update, so no two dispatchers deliver one attempt.
+    are picked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and moved to ``delivering`` by one
+    conditional update, so no two dispatchers deliver one attempt.  Due retries first, then
+    pending executions; oldest first.
     """
     if limit <= 0:
         return []
-    if promote_retries:
-        db.session.execute(update(Execution)
-                           .where(Execution.status == "retrying", Execution.next_retry_at <= now)
-                           .values(status="retry_ready", updated_at=now)
-                           .execution_options(synchronize_session=False))
-    query = (select(Execution.id).join(Cue, Cue.id == Execution.cue_id)
-             .where(Cue.transport == "webhook",
-                    or_(and_(Execution.status == "pending", Execution.scheduled_for <= now),
-                        Execution.status == "retry_ready"))
-             .order_by(Execution.scheduled_for).limit(limit))
-    if dialect_name() == "postgresql":
-        query = query.with_for_update(of=Execution, skip_locked=True)
-    claimed = []
-    for execution_id in db.session.scalars(query).all():
-        result = db.session.execute(
-            update(Execution)
-            .where(Execution.id == execution_id,
-                   Execution.status.in_(("pending", "retry_ready")))
-            .values(status="delivering", attempts=Execution.attempts + 1, last_attempt_at=now,
-                    started_at=func.coalesce(Execution.started_at, now), updated_at=now)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            claimed.append((execution_id, now))
+    claimed = _claim(now, limit, promote_retries)
     db.session.commit()
     return claimed
+
+
+def _promote_retries(now: datetime) -> None:
+    """``retrying`` executions whose ``next_retry_at`` passed become ``retry_ready``."""
+    e = Execution.__table__.c
+    db.session.execute(Execution.__table__.update()
+                       .where(e.status == "retrying", e.next_retry_at <= now)
+                       .values(status="retry_ready", updated_at=now))
+
+
+def _claim(now: datetime, limit: int, promote_retries: bool) -> list[tuple[object, datetime]]:
+    """:func:`claim_webhook_executions` without the commit.
+
+    Due retries first, then pending executions, oldest first: two index-ordered picks (one
+    ``OR`` of both would read, join and sort every queued execution on each claim), each
+    claimed with one update.  ``retry_ready`` rows are looked for only along with the
+    promotion of due retries (``promote_retries``), which the dispatcher does once per poll
+    interval: they have waited out a backoff, and looking on every claim costs a statement.
+    """
+    if promote_retries:
+        _promote_retries(now)
+    claimed: list[tuple[object, datetime]] = []
+    executions, e, c = Execution.__table__, Execution.__table__.c, Cue.__table__.c  # Core
+    picks = [("pending", e.scheduled_for <= now)]
+    if promote_retries:
+        picks.insert(0, ("retry_ready", None))
+    for status, due in picks:
+        wanted = limit - len(claimed)
+        if wanted <= 0:
+            break
+        picked = (select(e.id).select_from(executions.join(Cue.__table__, c.id == e.cue_id))
+                  .where(c.transport == "webhook", e.status == status,
+                         *([due] if due is not None else []))
+                  .order_by(e.scheduled_for).limit(wanted))
+        if dialect_name() == "postgresql":
+            picked = picked.with_for_update(of=executions, skip_locked=True)
+        # Picked first, then updated by id: as one ``UPDATE … WHERE id IN (SELECT … LIMIT)``
+        # the planner may re-run the locking subquery for every queued row.
+        ids = db.session.execute(picked).scalars().all()
+        if not ids:
+            continue
+        rows = db.session.execute(
+            executions.update()
+            .where(e.id.in_(ids), e.status == status)
+            .values(status="delivering", attempts=e.attempts + 1, last_attempt_at=now,
+                    started_at=func.coalesce(e.started_at, now), updated_at=now)
+            .returning(e.id, e.scheduled_for)).all()
+        claimed.extend((execution_id, now)
+                       for execution_id, _ in sorted(rows, key=lambda row: row[1]))
+    return claimed
+
+
+#: PostgreSQL: pick (``SKIP LOCKED``), claim and read due executions in one statement.  The
+#: picked ids are materialised first, so the locking subquery runs once.
+_CLAIM_PG = text("""
+WITH picked AS MATERIALIZED (
+    SELECT e.id FROM executions AS e JOIN cues AS c ON c.id = e.cue_id
+    WHERE c.transport = 'webhook' AND e.status = :status AND e.scheduled_for <= :due
+    ORDER BY e.scheduled_for LIMIT :limit
+    FOR UPDATE OF e SKIP LOCKED)
+UPDATE executions AS x
+SET status = 'delivering', attempts = x.attempts + 1, last_attempt_at = :now,
+    started_at = COALESCE(x.started_at, :now), updated_at = :now
+FROM picked, cues AS c, users AS u
+WHERE x.id = picked.id AND x.status = :status AND c.id = x.cue_id AND u.id = c.user_id
+RETURNING x.id, x.status, x.last_attempt_at, x.attempts, x.triggered_by, x.scheduled_for,
+          c.id, c.name, c.payload, c.callback_headers, c.callback_method, c.callback_url,
+          c.schedule_type, c.next_run, c.retry_max_attempts, c.retry_backoff_minutes,
+          u.id, u.webhook_secret
+""").columns(*ATTEMPT_COLUMNS)
+_NO_LIMIT = datetime.max.replace(tzinfo=UTC)
+
+
+def _claim_and_prepare(now: datetime, limit: int, promote_retries: bool
+                       ) -> tuple[list[tuple[object, datetime]], list[Attempt]]:
+    """Claim due webhook executions and prepare their attempts; commits.
+
+    The same claims as :func:`claim_webhook_executions`; on PostgreSQL each pick, claim and
+    read is one statement.
+    """
+    if dialect_name() != "postgresql":
+        claims = _claim(now, limit, promote_retries)
+        return claims, prepare_attempts(claims, now)[0]
+    if promote_retries:
+        _promote_retries(now)
+    rows = []
+    for status, due in ((("retry_ready", _NO_LIMIT),) if promote_retries else ()) + (
+            ("pending", now),):
+        wanted = limit - len(rows)
+        if wanted <= 0:
+            break
+        rows.extend(db.session.execute(_CLAIM_PG, {"status": status, "due": due,
+                                                   "limit": wanted, "now": now}).all())
+    rows.sort(key=lambda row: row[5])  # scheduled_for: oldest first
+    claims = [(row[0], now) for row in rows]
+    return claims, prepare_rows(rows, dict(claims), now)[0]
 
 
 def release_webhook_claims(claims: list[tuple[object, datetime]], now: datetime) -> int:
@@ -200,21 +359,96 @@ def release_webhook_claims(claims: list[tuple[object, datetime]], now: datetime)
     return released
 
 
-def _deliver_tracked(ctx, execution_id, claimed_at) -> None:
-    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+def _send_tracked(ctx, attempt: Attempt) -> None:
+    """Delivery thread: send one prepared attempt; the dispatcher records the result."""
     try:
-        deliver_webhook(execution_id, claimed_at, clock=ctx.now)
+        result = send_attempt(attempt)
+    except Exception:
+        # Left ``delivering``: the stale-delivery sweep recovers it.
+        ctx.state["webhooks_in_flight"].discard((attempt.execution_id, attempt.claimed_at))
+        raise
+    ctx.state["webhook_results"].append((attempt, result, ctx.now()))
+
+
+def record_webhook_results(ctx) -> int:
+    """Write the results the delivery threads finished since the last call; return how many.
+
+    One transaction for the whole batch; should it fail (e.g. a deadlock), each result is
+    retried alone, and one that still cannot be written stays ``delivering`` until the
+    stale-delivery sweep recovers it.
+    """
+    results = ctx.state.setdefault("webhook_results", deque())
+    batch = []
+    while results:
+        batch.append(results.popleft())
+    if not batch:
+        return 0
+    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+
+    def escalate(*args):
+        if ctx.stopping.is_set():  # shutting down: the pool may not get to run it
+            escalate_failure(*args)
+        else:  # it may send a request: not in the worker's main loop
+            ctx.submit(escalate_failure, *args)
+
+    try:
+        try:
+            record_attempts(batch, escalate=escalate)
+        except Exception:
+            db.session.rollback()
+            log.warning("recording %d webhook results together failed; one by one",
+                        len(batch), exc_info=True)
+            for item in batch:
+                try:
+                    record_attempts([item], escalate=escalate)
+                except Exception:
+                    db.session.rollback()
+                    log.exception("execution %s: result not recorded", item[0].execution_id)
     finally:
-        in_flight.discard((execution_id, claimed_at))
+        for attempt, _result, _finished in batch:
+            in_flight.discard((attempt.execution_id, attempt.claimed_at))
+    return len(batch)
+
+
+def _release_on_shutdown(ctx) -> None:
+    """Record the finished deliveries, then put the ones still in flight back in the queue."""
+    record_webhook_results(ctx)
+    in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+    release_webhook_claims(list(in_flight), utcnow())
+    in_flight.clear()
 
 
 def dispatch_webhooks(ctx) -> int:
-    """Job: claim as many due webhook executions as there are free delivery threads."""
+    """Job: record finished deliveries, then claim due webhook executions for the free delivery
+    threads, read them in one query and hand each send to a delivery thread.
+
+    While deliveries are in flight it records and claims in batches (``DISPATCH_BATCH_DIVISOR``,
+    ``DISPATCH_QUEUE_AHEAD``), and it runs again as soon as enough deliveries finished.
+    """
     in_flight = ctx.state.setdefault("webhooks_in_flight", set())
+    results = ctx.state.setdefault("webhook_results", deque())
     if not ctx.state.get("webhooks_release_registered"):
-        ctx.on_shutdown(lambda: release_webhook_claims(list(in_flight), utcnow()))
+        ctx.on_shutdown(lambda: _release_on_shutdown(ctx))
         ctx.state["webhooks_release_registered"] = True
-    slots = min(ctx.free_slots(), current_app.config["POLLER_BATCH_SIZE"])
+    pool = ctx.pool
+    batch = max(1, pool.size // DISPATCH_BATCH_DIVISOR)
+    pool.wake_threshold, pool.queue_ahead = batch, pool.size * DISPATCH_QUEUE_AHEAD
+    if len(in_flight) > len(results) and len(results) < batch and pool.room() < batch:
+        # Deliveries are still being sent and too few finished to be worth a round of
+        # statements: wait for more (the pool wakes the worker as each one finishes).
+        ctx.saturated = True
+        return 0
+    recorded = record_webhook_results(ctx)
+    backlog_since = ctx.state.get("firing_backlog_since")
+    if backlog_since is not None and time.monotonic() - backlog_since < FIRING_PRIORITY_SECONDS:
+        if in_flight:
+            ctx.saturated = True
+        return recorded  # the scheduler runs again at once; claim after it caught up
+    slots = 0 if ctx.stopping.is_set() else pool.room()
+    slots = min(slots, current_app.config["POLLER_BATCH_SIZE"])
+    if slots < batch and (in_flight or pool.free_slots() == 0):
+        ctx.saturated = True
+        return recorded
     now = ctx.now()
     # Due retries are promoted at most once per poll interval, not on every claim (a busy
     # dispatcher claims each time a delivery thread frees up).
@@ -222,11 +456,20 @@ def dispatch_webhooks(ctx) -> int:
     if promote:
         ctx.state["retries_promoted_until"] = now + timedelta(
             seconds=current_app.config["POLLER_INTERVAL_SECONDS"])
-    claims = claim_webhook_executions(now, slots, promote_retries=promote)
-    for claim in claims:
-        in_flight.add(claim)
-        ctx.submit(_deliver_tracked, ctx, *claim)
-    return len(claims)
+    try:
+        claims, attempts = _claim_and_prepare(now, slots, promote) if slots > 0 else ([], [])
+    except Exception:
+        db.session.rollback()  # nothing was claimed
+        raise
+    in_flight.update(claims)
+    sending = {(attempt.execution_id, attempt.claimed_at) for attempt in attempts}
+    in_flight.difference_update(set(claims) - sending)
+    for attempt in attempts:
+        ctx.submit(_send_tracked, ctx, attempt)
+    if in_flight:
+        # Run again as soon as a delivery finishes, to record it (and claim the next).
+        ctx.saturated = True
+    return len(claims) + recorded
 
 
 # ---------------------------------------------------------------------------------------------

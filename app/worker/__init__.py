@@ -7,15 +7,18 @@ A job is one line in :data:`JOBS`, exactly like a blueprint in ``app.MODULES``::
 * ``target`` — ``"module.path:function"``; imported only when the job is enabled.  The function
   is called as ``function(ctx)`` inside an app context with a :class:`app.worker.loop.JobContext`
   and returns how much work it did (an ``int``); a positive result makes the loop run the job
-  again at once (drain a backlog), zero waits ``interval``.
+  again at once (drain a backlog), zero waits ``interval`` — or less, if the job called
+  ``ctx.run_again_in(seconds)`` (the scheduler does, when the next cue falls due sooner).
 * ``interval`` — seconds (a number) or the name of a numeric setting.
 * ``disabled_by`` / ``requires`` — packaging flags, as in ``MODULES``.  A disabled job is
   skipped and the worker logs that it is.
 
 Jobs that deliver over HTTP hand each delivery to ``ctx.submit(fn, *args)`` (a bounded pool of
 ``DELIVERY_CONCURRENCY`` threads with app contexts) and claim at most ``ctx.free_slots()`` rows,
-so a slow receiver never stalls the scheduler.  When ``ctx.stopping`` is set, jobs must stop
-claiming.  A job that claims rows should register a release function with
+so a slow receiver never stalls the scheduler.  (The webhook dispatcher also queues up to one
+pool's worth beyond the free threads — ``ctx.pool.queue_ahead`` / ``ctx.pool.room()`` — so that
+each of its rounds of statements carries a larger batch.)  When ``ctx.stopping`` is set, jobs
+must stop claiming.  A job that claims rows should register a release function with
 ``ctx.on_shutdown(fn)`` so rows still in flight after the shutdown grace go back to the queue;
 ``ctx.state`` is a dict a job may use to remember such rows between runs.
 """

@@ -49,6 +49,10 @@ class DeliveryPool:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._slot_freed = threading.Event()
+        #: :meth:`wait_for_slot` returns once :meth:`room` is at least this (or none is busy).
+        self.wake_threshold = 1
+        #: Tasks a job may queue beyond the threads (see :meth:`room`); 0 unless a job sets it.
+        self.queue_ahead = 0
         self._threads = [threading.Thread(target=self._run, name=f"delivery-{i}", daemon=True)
                          for i in range(size)]
         for thread in self._threads:
@@ -57,6 +61,11 @@ class DeliveryPool:
     def free_slots(self) -> int:
         with self._lock:
             return max(self.size - self._busy, 0)
+
+    def room(self) -> int:
+        """Tasks that may still be submitted: free threads plus ``queue_ahead`` queued ones."""
+        with self._lock:
+            return max(self.size + self.queue_ahead - self._busy, 0)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         with self._lock:
@@ -78,10 +87,14 @@ class DeliveryPool:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
-                self._slot_freed.set()
+                    wake = (self._busy == 0 or self.size + self.queue_ahead - self._busy
+                            >= self.wake_threshold)
+                if wake:
+                    self._slot_freed.set()
 
     def wait_for_slot(self, timeout: float) -> None:
-        """Sleep until a delivery finishes (a slot is free) or ``timeout`` passes."""
+        """Sleep until a delivery finishes and :meth:`room` reaches ``wake_threshold`` (or the
+        pool is idle), or ``timeout`` passes."""
         self._slot_freed.wait(timeout)
         self._slot_freed.clear()
 
@@ -119,6 +132,9 @@ class JobContext:
         self.state: dict[str, Any] = {}
         #: Set when a job found every delivery thread busy: it runs again as soon as one frees.
         self.saturated = False
+        #: Seconds after which the job that just ran wants to run again, if sooner than its
+        #: interval (see :meth:`run_again_in`).
+        self.wake_in: float | None = None
 
     def now(self) -> datetime:
         return self._clock()
@@ -133,6 +149,12 @@ class JobContext:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self.pool.submit(fn, *args)
+
+    def run_again_in(self, seconds: float) -> None:
+        """Ask for the running job to run again after ``seconds`` if that is sooner than its
+        interval (e.g. the scheduler, when the next cue falls due before the next poll)."""
+        seconds = max(float(seconds), 0.0)
+        self.wake_in = seconds if self.wake_in is None else min(self.wake_in, seconds)
 
     def on_shutdown(self, release: Callable[[], Any]) -> None:
         if release not in self._releases:
@@ -215,6 +237,7 @@ class Worker:
                     if now < due[job.name]:
                         continue
                     self.ctx.saturated = False
+                    self.ctx.wake_in = None
                     work = self._run_job(job, fn)
                     if self.ctx.saturated:
                         # Every delivery thread was busy: retry the moment one frees up
@@ -222,7 +245,10 @@ class Worker:
                         waiting_for_slot = True
                         due[job.name] = 0.0
                     else:
-                        due[job.name] = time.monotonic() + (0 if work > 0 else interval)
+                        wait = 0 if work > 0 else interval
+                        if self.ctx.wake_in is not None:
+                            wait = min(wait, self.ctx.wake_in)
+                        due[job.name] = time.monotonic() + wait
                 self.cycles += 1
                 others = [due[job.name] for job, _, _ in self.jobs if due[job.name] > 0]
                 nap = min(others or [time.monotonic() + MAX_NAP_SECONDS])

@@ -37,7 +37,11 @@ def _env(db_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "DATABASE_"))}
     env.update({"ENV": "test", "DATABASE_URL": db_url, "FLASK_APP": "wsgi",
                 "EXTERNAL_AUTH_BACKEND": "true", "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN,
-                "LOG_LEVEL": "WARNING", "DB_CONNECT_TIMEOUT_SECONDS": "2", **extra})
+                "LOG_LEVEL": "WARNING", "DB_CONNECT_TIMEOUT_SECONDS": "2",
+                # this checkout, not whichever one the virtualenv has installed editable
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                            os.environ.get("PYTHONPATH")])),
+                **extra})
     return env
 
 

@@ -53,22 +53,23 @@ def _headers(app, path: str) -> dict[str, str]:
 
 def test_no_server_errors_and_documented_answers(fuzzed):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed)
+
+    def _exercise(operation, headers):
+        @given(case=operation.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def exercise(case):
+            case.call_and_validate(headers=headers, checks=CHECKS)
+
+        return exercise
+
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
-        headers = _headers(fuzzed, operation.path)
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def exercise(case):
-            # Called right below, within this iteration: the late binding is intended.
-            case.call_and_validate(headers=headers, checks=CHECKS)  # noqa: B023
-
         try:
-            exercise()
+            _exercise(operation, _headers(fuzzed, operation.path))()
         except Exception as exc:  # collect every failing operation, then report them all
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:3000])
     assert operations > 20

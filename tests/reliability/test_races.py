@@ -91,7 +91,10 @@ def test_three_worker_processes_fire_each_slot_once(app, db_url):
     ids = _worker_cues(app, user_id_of(client, key), 2000, due)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "DATABASE_"))}
     env.update({"ENV": "test", "DATABASE_URL": db_url, "FLASK_APP": "wsgi",
-                "LOG_LEVEL": "WARNING"})
+                "LOG_LEVEL": "WARNING",
+                # this checkout, not whichever one the virtualenv has installed editable
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                            os.environ.get("PYTHONPATH")]))})
     workers = [subprocess.Popen([str(Path(sys.executable).parent / "flask"), "worker", "run"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL) for _ in range(3)]

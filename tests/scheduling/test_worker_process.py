@@ -20,6 +20,9 @@ from tests.helpers import key_headers, register
 from tests.scheduling.conftest import cue_body
 
 FLASK = str(Path(sys.executable).parent / "flask")
+ROOT = Path(__file__).resolve().parents[2]
+#: Subprocesses import this checkout, not whichever one the virtualenv has installed editable.
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 class _SlowHandler(BaseHTTPRequestHandler):
@@ -55,7 +58,7 @@ def _start_worker(db_url: str, tmp_path, **settings) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()
            if k not in setting_types() and not k.startswith("FLASK_")}
     env.update({"DATABASE_URL": db_url, "ENV": "test", "ALLOW_PRIVATE_CALLBACK_URLS": "true",
-                "POLLER_INTERVAL_SECONDS": "0.2", "FLASK_APP": "wsgi"})
+                "POLLER_INTERVAL_SECONDS": "0.2", "FLASK_APP": "wsgi", "PYTHONPATH": PYTHONPATH})
     env.update({k: str(v) for k, v in settings.items()})
     return subprocess.Popen([FLASK, "worker", "run"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -156,7 +159,7 @@ def test_run_all_stops_web_and_worker_together(db_url, tmp_path):
     script = Path(__file__).resolve().parents[2] / "bin" / "run-all"
     env = {k: v for k, v in os.environ.items()
            if k not in setting_types() and not k.startswith("FLASK_")}
-    env.update({"DATABASE_URL": db_url, "ENV": "test",
+    env.update({"DATABASE_URL": db_url, "ENV": "test", "PYTHONPATH": PYTHONPATH,
                 "VENV_BIN": str(Path(sys.executable).parent)})
     process = subprocess.Popen([str(script), "--bind", f"127.0.0.1:{port}", "--workers", "1",
                                 "wsgi:app"], cwd=tmp_path, env=env, start_new_session=True,
