@@ -168,11 +168,13 @@ def test_real_rate_limit_from_the_server(make_app, served):
         client.auth.me()
     limited = server.wire.to("/v1/auth/me")[2:]
     assert [e.status for e in limited] == [429, 429]  # one retry after Retry-After
-    assert sleeps == [info.value.retry_after] and info.value.retry_after > 0
+    # The retry waited the first 429's Retry-After; the second may be a second shorter.
+    assert len(sleeps) == 1 and 0 <= sleeps[0] - info.value.retry_after <= 1
+    assert info.value.retry_after > 0
     assert info.value.request_id == limited[-1].response_headers["x-request-id"]
 
     impatient = _no_sleep(Client("not-a-key", base_url=server.url,
-                                 max_retry_wait=info.value.retry_after - 1), sleeps)
+                                 max_retry_wait=0.5), sleeps)  # below any Retry-After
     with pytest.raises(RateLimitError):
         impatient.auth.me()
     assert len(sleeps) == 1 and len(server.wire.to("/v1/auth/me")) == 5
