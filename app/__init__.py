@@ -171,9 +171,9 @@ def _install_request_hooks(app: Flask) -> None:
             raise AppError("request_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes",
                            413)
 
-    from app.db import start_read_only_request
+    from app.db import start_autocommit_request
 
-    app.before_request(start_read_only_request)
+    app.before_request(start_autocommit_request)
 
     # The limiter's before_request hook runs after the size check, before body parsing:
     # 413 → 429 → 400 invalid_json → 401 → 422, as the wire protocol orders them.

@@ -94,20 +94,32 @@ def read_only(view):
     trips (about a quarter of a simple GET's cost).  Only for views that never write: a write
     in one would not be atomic.
     """
-    view._read_only = True
+    view._autocommit = True
     return view
 
 
-def start_read_only_request() -> None:
-    """``before_request``: switch the session's connection to autocommit for read-only views."""
+def single_statement(view):
+    """Mark a write view whose change is one statement (atomic by itself): on PostgreSQL it runs
+    without BEGIN and COMMIT round trips, like a :func:`read_only` view.
+
+    Only for views that write with exactly one statement; any reads before it (the caller's
+    credentials) need no transaction either.
+    """
+    view._autocommit = True
+    return view
+
+
+def start_autocommit_request() -> None:
+    """``before_request``: switch the session's connection to autocommit for the views marked
+    :func:`read_only` or :func:`single_statement`."""
     from flask import current_app, request
 
-    if request.method not in ("GET", "HEAD"):
-        return
     view = current_app.view_functions.get(request.endpoint)
     view_class = getattr(view, "view_class", None)
-    handler = getattr(view_class, "get", None) if view_class is not None else view
-    if getattr(handler, "_read_only", False) and dialect_name() == "postgresql":
+    handler = (getattr(view_class, request.method.lower(), None) if view_class is not None
+               else view)
+    if (getattr(handler, "_autocommit", False) and dialect_name() == "postgresql"
+            and not db.session().in_transaction()):  # (a request nested in another's session)
         try:
             db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         except SQLAlchemyError:
@@ -130,6 +142,18 @@ def commit_keeping_state() -> None:
         session.commit()
     finally:
         session.expire_on_commit = previous
+
+
+def upsert_statement(model, values: dict[str, Any], key: str, changes: dict[str, Any],
+                     where=None):
+    """``INSERT values … ON CONFLICT (key) DO UPDATE SET changes [WHERE where]``, both dialects.
+
+    One statement, so it is atomic without a transaction.  With ``where``, an existing row that
+    does not match is left alone (and ``RETURNING`` then yields no row).
+    """
+    dialect = postgresql if dialect_name() == "postgresql" else sqlite
+    return (dialect.insert(model).values(**values)
+            .on_conflict_do_update(index_elements=[key], set_=changes, where=where))
 
 
 def dialect_name() -> str:

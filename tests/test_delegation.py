@@ -242,6 +242,46 @@ def test_email_and_slug_conflicts_change_nothing(delegation_app, delegation_clie
     assert rows == {a: ("a@example.com", "alpha", "free"), b: ("b@example.com", "beta", "free")}
 
 
+def test_email_conflict_is_reported_before_slug_conflict(delegation_client):
+    """Another user holds both: the database names one constraint, the answer is email_taken."""
+    upsert(delegation_client, uuid.uuid4(), {"email": "both@example.com", "slug": "both"})
+    for target in (uuid.uuid4(), None):  # a new id, and an existing user changing both fields
+        if target is None:
+            target = uuid.uuid4()
+            assert upsert(delegation_client, target).status_code == 200
+        response = upsert(delegation_client, target, {"email": "both@example.com",
+                                                      "slug": "both"})
+        assert response.status_code == 409
+        assert error_of(response)["code"] == "email_taken"
+
+
+def test_upsert_is_one_statement_without_a_transaction_on_postgresql(delegation_app, backend):
+    """On PostgreSQL the upsert autocommits its single statement (no BEGIN/COMMIT)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    transactions: list[bool] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement.split(None, 1)[0].upper())
+        # psycopg sends BEGIN itself before a statement unless the connection autocommits
+        transactions.append(not getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+    client = delegation_app.test_client()
+    with delegation_app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        user_id = uuid.uuid4()
+        assert upsert(client, user_id).get_json()["created"] is True
+        assert upsert(client, user_id, {"email": "n@example.com", "slug": "n",
+                                        "plan": "pro"}).get_json()["created"] is False
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert seen == ["INSERT", "INSERT"]
+    assert transactions == [backend != "postgresql"] * 2
+
+
 def test_registered_user_slug_conflict(delegation_client):
     key, _ = register(delegation_client, "taken@example.com")
     response = upsert(delegation_client, uuid.uuid4(), {"email": "z@example.com",

@@ -14,6 +14,7 @@ from app.api import Blueprint
 from app.auth import current_identity, service_required
 from app.auth.audit import list_audit
 from app.errors import BadRequest
+from app.db import single_statement
 from app.users import services
 from app.users.schemas import (
     AuditPageSchema,
@@ -69,6 +70,7 @@ _USER_FIELDS = tuple(name for name in InternalUserSchema().fields if name != "cr
 
 @blp.route("/users/<user_id>")
 class InternalUserById(MethodView):
+    @single_statement
     @service_required("users:write")
     @with_user_id
     @blp.arguments(InternalUserUpsertSchema)

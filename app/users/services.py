@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
-from app.db import commit_keeping_state, insert_if_absent, utcnow, violated_columns
+from app.db import commit_keeping_state, upsert_statement, utcnow, violated_columns
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.users.models import (
@@ -127,17 +127,20 @@ OPTIONAL_UPSERT_FIELDS = {
 }
 
 
-def _check_identity_conflicts(user_id: uuid.UUID, email: str, slug: str) -> None:
-    """409 when another user already holds ``email`` or ``slug``."""
+def _identity_conflict(user_id: uuid.UUID, email: str, slug: str,
+                       exc: IntegrityError) -> Conflict:
+    """The 409 for an upsert refused by a unique constraint: ``email_taken`` before
+    ``slug_taken`` when another user holds both (the database names only one of them)."""
     holders = db.session.execute(
         select(User.email, User.slug).where(
             User.id != user_id, (User.email == email) | (User.slug == slug)
         )
     ).all()
     if any(row.email == email for row in holders):
-        raise Conflict("email_taken", "Another user already has this email")
+        return Conflict("email_taken", "Another user already has this email")
     if holders:
-        raise Conflict("slug_taken", "Another user already has this slug")
+        return Conflict("slug_taken", "Another user already has this slug")
+    return _conflict_from(exc)
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
@@ -180,41 +183,36 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
         given["external_owner"] = owner
     if data.get("active") is not None:
         given["active"] = data["active"]
-    _check_identity_conflicts(user_id, email, slug)
     now = utcnow()
     stub_key = generate_api_key()
+    stub_hash = hash_secret(stub_key)
     insert_values = {
         **OPTIONAL_UPSERT_FIELDS, "active": True, **given,
         "id": user_id, "email": email, "slug": slug,
-        "api_key_hash": hash_secret(stub_key), "api_key_prefix": key_prefix(stub_key),
+        "api_key_hash": stub_hash, "api_key_prefix": key_prefix(stub_key),
         "webhook_secret": generate_webhook_secret(), "created_at": now, "updated_at": now,
     }
+    # One statement inserts or updates and answers with the row, so the write is atomic on
+    # its own.  An owner-bound principal only updates its owner's users: atomic with the write,
+    # no window for another owner's user to be taken over.
+    statement = upsert_statement(
+        User, insert_values, "id", {"email": email, "slug": slug, "updated_at": now, **given},
+        where=(User.external_owner == owner) if owner is not None else None)
     try:
-        created = insert_if_absent(User, insert_values, key="id")
-        if created:
-            user = None
-        else:
-            condition = [User.id == user_id]
-            if owner is not None:
-                # Atomic with the write: no window for another owner's user to be taken over.
-                condition.append(User.external_owner == owner)
-            # The updated row comes back with the UPDATE itself: no second read.
-            user = db.session.execute(
-                update(User).where(*condition)
-                .values(email=email, slug=slug, updated_at=now, **given)
-                .returning(User).execution_options(populate_existing=True)
-            ).scalar_one_or_none()
-            if user is None:
-                raise OwnerConflict()
+        user = db.session.execute(
+            statement.returning(User), execution_options={"populate_existing": True}
+        ).scalar_one_or_none()
+        if user is None:
+            raise OwnerConflict()
         commit_keeping_state()
     except IntegrityError as exc:
         db.session.rollback()
-        raise _conflict_from(exc) from None
+        raise _identity_conflict(user_id, email, slug, exc) from None
     except AppError:
         db.session.rollback()
         raise
-    if user is None:
-        user = db.session.get(User, user_id, populate_existing=True)
+    # The insert stored this request's fresh stub key; an update keeps the stored one.
+    created = user.api_key_hash == stub_hash
     return user, created
 
 
