@@ -51,16 +51,18 @@ def parse_address(ref: str) -> Address:
                      "12 characters) or agent_slug@user_slug")
 
 
-def prefetch_agents(*refs: str | None) -> None:
+def prefetch_agents(*refs: str | None) -> list[Agent]:
     """Load every agent named by id among ``refs`` in one query.
 
     The agents land in the session's identity map, so the :func:`resolve_agent` calls that
     follow (which keep their own order of checks and errors) find them without a round trip
-    each.  Anything that is not an agent id is left to those calls.
+    each.  Anything that is not an agent id is left to those calls.  The identity map holds
+    objects weakly: the caller keeps the returned list while it resolves.
     """
     ids = {ref.strip() for ref in refs if ref and _ID.match(ref.strip())}
-    if len(ids) > 1:
-        db.session.execute(select(Agent).where(Agent.id.in_(ids))).scalars().all()
+    if len(ids) < 2:
+        return []
+    return list(db.session.execute(select(Agent).where(Agent.id.in_(ids))).scalars())
 
 
 def resolve_agent(ref: str, *, include_deleted: bool = False, what: str = "Agent") -> Agent:

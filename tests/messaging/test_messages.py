@@ -42,6 +42,30 @@ def test_send_returns_full_message(alice, pair):
     assert "body_received" not in msg
 
 
+def test_send_by_ids_reads_the_agents_in_one_query(alice, pair, app):
+    """Sender, recipient and reply agent named by id: one SELECT of agents, not one each."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    sender, receiver = pair
+    reads: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM agents" in statement:
+            reads.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = alice.send(sender["id"], receiver["id"], reply_to_agent=sender["id"])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 201, response.get_json()
+    assert len(reads) == 1
+
+
 def test_send_by_slug_addresses(alice, pair):
     response = alice.send(f"sender@{alice.slug}", f"receiver@{alice.slug}")
     assert response.status_code == 201

@@ -109,7 +109,8 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     if from_ref is None or not from_ref.strip():
         raise BadRequest("missing_from_agent",
                          "Send the sending agent's id or slug address in X-Cueapi-From-Agent")
-    prefetch_agents(from_ref, data.get("to"), data.get("reply_to_agent"))
+    # Held for the whole send: the resolutions below find them in the identity map.
+    prefetched = prefetch_agents(from_ref, data.get("to"), data.get("reply_to_agent"))
     sender = resolve_agent(from_ref.strip(), what="Sending agent")
     key = idempotency_key.strip() if idempotency_key else None
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -126,6 +127,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     reply_agent = None
     if data.get("reply_to_agent"):
         reply_agent = resolve_agent(data["reply_to_agent"], what="reply_to_agent")
+    del prefetched  # every agent is resolved (and referenced) by now
     _authorize(sender, recipient, authorization.MESSAGE, key)
     if reply_agent is not None:
         _authorize(sender, reply_agent, authorization.REPLY_CHAIN, key)
