@@ -13,12 +13,13 @@ increments.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import dialect_name
@@ -134,14 +135,18 @@ def check_monthly_quota(user_id: uuid.UUID, limit: int, now: datetime) -> None:
                        "first day of next month (UTC)", 402, current=current, limit=limit)
 
 
+@functools.cache
+def _count_statement(dialect: str):
+    """The counter upsert, built once per dialect on the table (no ORM unit of work)."""
+    table = MessageMonthlyCount.__table__
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return insert.values(user_id=bindparam("user_id"), month=bindparam("month"), count=1
+                         ).on_conflict_do_update(index_elements=[table.c.user_id, table.c.month],
+                                                 set_={"count": table.c.count + 1})
+
+
 def count_message(user_id: uuid.UUID, now: datetime) -> None:
     """Add one to the user's monthly counter inside the caller's transaction (an upsert, so
     concurrent first sends of a month never collide)."""
-    dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    stmt = dialect.insert(MessageMonthlyCount).values(
-        user_id=user_id, month=month_start(now), count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[MessageMonthlyCount.user_id, MessageMonthlyCount.month],
-        set_={"count": MessageMonthlyCount.count + 1},
-    )
-    db.session.execute(stmt)
+    db.session.execute(_count_statement(dialect_name()),
+                       {"user_id": user_id, "month": month_start(now)})
