@@ -102,8 +102,9 @@ def single_statement(view):
     """Mark a write view whose change is one statement (atomic by itself): on PostgreSQL it runs
     without BEGIN and COMMIT round trips, like a :func:`read_only` view.
 
-    Only for views that write with exactly one statement; any reads before it (the caller's
-    credentials) need no transaction either.
+    Only for views whose every write is complete on its own: one statement (several inserts can
+    be one, see :func:`insert_together`), or a further statement that may land without the
+    others (a presence heartbeat).  The reads before it need no transaction either.
     """
     view._autocommit = True
     return view
@@ -154,6 +155,38 @@ def upsert_statement(model, values: dict[str, Any], key: str, changes: dict[str,
     dialect = postgresql if dialect_name() == "postgresql" else sqlite
     return (dialect.insert(model).values(**values)
             .on_conflict_do_update(index_elements=[key], set_=changes, where=where))
+
+
+#: Combined statements of :func:`insert_together`, by the identities of their parts.
+_combined: dict[tuple[int, ...], tuple[tuple, Any]] = {}
+
+
+def insert_together(*writes: tuple[Any, dict[str, Any]]) -> None:
+    """Execute several ``(statement, parameters)`` INSERTs (or upserts) as one atomic write.
+
+    On PostgreSQL they are sent as one statement, all but the last as data-modifying CTEs, so
+    the write is atomic without a transaction (one round trip, and none for BEGIN or COMMIT in
+    a :func:`single_statement` view).  Elsewhere they run in order inside the caller's
+    transaction.  Either way a failure of any one (a unique violation, say) writes nothing.
+
+    The statements are meant to be built once, with bind parameters named uniquely across
+    them; the combination is then built once too.
+    """
+    if dialect_name() != "postgresql" or len(writes) == 1:
+        for statement, params in writes:
+            db.session.execute(statement, params)
+        return
+    statements = tuple(statement for statement, _params in writes)
+    key = tuple(map(id, statements))
+    cached = _combined.get(key)
+    if cached is None or cached[0] != statements:
+        *first, last = statements
+        combined = last.add_cte(*(s.cte(f"write_{i}") for i, s in enumerate(first)))
+        cached = _combined[key] = (statements, combined)
+    params: dict[str, Any] = {}
+    for _statement, part in writes:
+        params.update(part)
+    db.session.execute(cached[1], params)
 
 
 def dialect_name() -> str:

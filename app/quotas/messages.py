@@ -135,18 +135,19 @@ def check_monthly_quota(user_id: uuid.UUID, limit: int, now: datetime) -> None:
                        "first day of next month (UTC)", 402, current=current, limit=limit)
 
 
+def count_message_write(user_id: uuid.UUID, now: datetime):
+    """``(statement, parameters)`` adding one to the user's monthly counter, to run atomically
+    with the message's insert (:func:`app.db.insert_together`); an upsert, so concurrent first
+    sends of a month never collide."""
+    return (_count_statement(dialect_name()),
+            {"count_user_id": user_id, "count_month": month_start(now)})
+
+
 @functools.cache
 def _count_statement(dialect: str):
     """The counter upsert, built once per dialect on the table (no ORM unit of work)."""
     table = MessageMonthlyCount.__table__
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-    return insert.values(user_id=bindparam("user_id"), month=bindparam("month"), count=1
-                         ).on_conflict_do_update(index_elements=[table.c.user_id, table.c.month],
-                                                 set_={"count": table.c.count + 1})
-
-
-def count_message(user_id: uuid.UUID, now: datetime) -> None:
-    """Add one to the user's monthly counter inside the caller's transaction (an upsert, so
-    concurrent first sends of a month never collide)."""
-    db.session.execute(_count_statement(dialect_name()),
-                       {"user_id": user_id, "month": month_start(now)})
+    return insert.values(user_id=bindparam("count_user_id"), month=bindparam("count_month"),
+                         count=1).on_conflict_do_update(
+        index_elements=[table.c.user_id, table.c.month], set_={"count": table.c.count + 1})

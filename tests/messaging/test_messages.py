@@ -66,6 +66,46 @@ def test_send_by_ids_reads_the_agents_in_one_query(alice, pair, app):
     assert len(reads) == 1
 
 
+def test_send_writes_once_without_a_transaction_on_postgresql(alice, pair, app, backend):
+    """Message, idempotency key and monthly counter: one INSERT statement on PostgreSQL, sent
+    without BEGIN/COMMIT; SQLite writes them in one transaction."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    sender, receiver = pair
+    alice.send(sender["id"], receiver["id"])  # presence is fresh: the next send only inserts
+    writes: list[str] = []
+    in_transaction: list[bool] = []
+
+    def record(conn, cursor, statement, *args):
+        if not statement.lstrip().upper().startswith("SELECT"):
+            writes.append(statement.lstrip().split(None, 1)[0].upper())
+        dbapi = conn.connection.dbapi_connection
+        in_transaction.append(not getattr(dbapi, "autocommit", False))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = alice.send(sender["id"], receiver["id"], headers={"Idempotency-Key": "k-1"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 201, response.get_json()
+    if backend == "postgresql":
+        assert writes == ["WITH"] and not any(in_transaction)
+    else:
+        assert writes == ["INSERT", "INSERT", "INSERT"] and all(in_transaction)
+    replay = alice.send(sender["id"], receiver["id"], headers={"Idempotency-Key": "k-1"})
+    assert replay.status_code == 200 and replay.get_json()["id"] == response.get_json()["id"]
+    with app.app_context():
+        import uuid
+
+        from app.db import utcnow
+        from app.quotas.messages import messages_this_month
+        assert messages_this_month(uuid.UUID(alice.id), utcnow()) == 2  # the replay adds none
+
+
 def test_send_by_slug_addresses(alice, pair):
     response = alice.send(f"sender@{alice.slug}", f"receiver@{alice.slug}")
     assert response.status_code == 201

@@ -7,6 +7,7 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
+from app.db import single_statement
 from app.messaging import schemas
 from app.messaging.services import messages as message_services
 
@@ -33,6 +34,7 @@ def _verify_echo_requested() -> bool:
 
 @blp.route("")
 class Messages(MethodView):
+    @single_statement
     @auth_required
     @blp.doc(parameters=SEND_HEADERS)
     @blp.arguments(schemas.MessageCreateSchema)

@@ -10,6 +10,7 @@ back and replay the winner's message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,10 +19,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db import commit_keeping_state, utcnow, violated_columns
+from app.db import commit_keeping_state, insert_together, utcnow, violated_columns
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.messaging import authorization
@@ -70,6 +71,33 @@ def _authorize(sender: Agent, target: Agent, kind: str, key: str | None) -> None
         raise Forbidden("cross_tenant_messaging_forbidden",
                         f"Agent {sender.id} may not message agent {target.id}"
                         + (" (reply_to_agent)" if kind == authorization.REPLY_CHAIN else ""))
+
+
+#: The message attributes a send writes (the others keep their column defaults).
+_SENT_ATTRIBUTES = (
+    "id", "user_id", "to_user_id", "from_agent_id", "to_agent_id", "thread_id", "reply_to",
+    "subject", "body", "priority", "requested_priority", "expects_reply", "reply_to_agent_id",
+    "delivery_state", "meta", "idempotency_key", "correlation_id", "dispatch_priority_bucket",
+    "created_at", "send_at", "expires_at", "push_attempts", "next_attempt_at")
+
+
+@functools.cache
+def _message_insert():
+    """The message INSERT, built once: a statement costs more to build than to run."""
+    columns = Message.__mapper__.columns
+    return insert(Message.__table__).values(
+        {columns[attr].key: bindparam(f"msg_{attr}") for attr in _SENT_ATTRIBUTES})
+
+
+def _message_params(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"msg_{attr}": values[attr] for attr in _SENT_ATTRIBUTES}
+
+
+@functools.cache
+def _key_insert():
+    table = MessageIdempotencyKey.__table__
+    return insert(table).values({name: bindparam(f"key_{name}") for name in
+                                 ("user_id", "key", "message_id", "fingerprint", "created_at")})
 
 
 def _replay(user_id, key: str, digest: str, now: datetime) -> SendResult | None:
@@ -154,7 +182,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     send_at = data.get("send_at")
     if send_at is not None and send_at <= now:
         send_at = None  # a past send_at means "now"
-    message = Message(
+    values = dict(
         id=message_id, user_id=user.id, to_user_id=recipient.user_id,
         from_agent_id=sender.id, to_agent_id=recipient.id, thread_id=thread_id,
         reply_to=data.get("reply_to"), subject=data.get("subject"), body=data["body"],
@@ -168,18 +196,19 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         # Push is decided at send time: a recipient with a webhook gets a delivery job.
         next_attempt_at=(send_at or now) if recipient.webhook_url else None,
     )
+    # The message, its idempotency key and the monthly counter are one write (one statement
+    # on PostgreSQL): a concurrent send holding the same key fails as a whole.  The response is
+    # built from ``message`` as written.
+    writes = [(_message_insert(), _message_params(values))]
+    if key is not None:
+        writes.append((_key_insert(), {"key_user_id": user.id, "key_key": key,
+                                       "key_message_id": message_id, "key_fingerprint": digest,
+                                       "key_created_at": now}))
+    writes.append(quotas.count_message_write(user.id, now))
     try:
-        db.session.add(message)
-        if key is not None:
-            db.session.add(MessageIdempotencyKey(user_id=user.id, key=key,
-                                                 message_id=message_id, fingerprint=digest,
-                                                 created_at=now))
-        # Flush first: a concurrent send holding the same key fails here, before any other
-        # write of this transaction.
-        db.session.flush()
+        insert_together(*writes)
         touch_presence(sender, now)
-        quotas.count_message(user.id, now)
-        commit_keeping_state()  # the response is built from ``message`` as written
+        commit_keeping_state()
     except IntegrityError as exc:
         db.session.rollback()
         if key is None or "message_idempotency_keys.key" not in violated_columns(exc):
@@ -190,6 +219,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         if replay is None:
             raise
         return replay
+    message = Message(**values)
     return SendResult(message, created=True, downgraded=priority != requested)
 
 
