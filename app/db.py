@@ -145,18 +145,6 @@ def commit_keeping_state() -> None:
         session.expire_on_commit = previous
 
 
-def upsert_statement(model, values: dict[str, Any], key: str, changes: dict[str, Any],
-                     where=None):
-    """``INSERT values … ON CONFLICT (key) DO UPDATE SET changes [WHERE where]``, both dialects.
-
-    One statement, so it is atomic without a transaction.  With ``where``, an existing row that
-    does not match is left alone (and ``RETURNING`` then yields no row).
-    """
-    dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    return (dialect.insert(model).values(**values)
-            .on_conflict_do_update(index_elements=[key], set_=changes, where=where))
-
-
 #: Combined statements of :func:`insert_together`, by the identities of their parts.
 _combined: dict[tuple[int, ...], tuple[tuple, Any]] = {}
 

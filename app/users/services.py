@@ -6,6 +6,7 @@ subclasses; they never touch ``flask.request``.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import uuid
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
-from app.db import commit_keeping_state, upsert_statement, utcnow, violated_columns
+from app.db import commit_keeping_state, dialect_name, utcnow, violated_columns
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.users.models import (
@@ -161,16 +163,37 @@ class OwnerConflict(Conflict):
                          "can only manage that owner's users")
 
 
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(dialect: str, changed: tuple[str, ...], owner_bound: bool):
+    """The upsert for one shape of request (which optional fields it sets, whether the caller
+    is owner-bound), built once: building a statement costs more than running it.
+
+    Parameters: ``new_<column>`` for every inserted column (an update sets email, slug,
+    ``updated_at`` and the ``changed`` fields from the same values), ``owner`` when bound.
+    """
+    table = User.__table__
+    columns = (*OPTIONAL_UPSERT_FIELDS, "active", "id", "email", "slug", "api_key_hash",
+               "api_key_prefix", "webhook_secret", "created_at", "updated_at")
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(
+        {name: bindparam(f"new_{name}") for name in dict.fromkeys(columns)})
+    updated = ("email", "slug", "updated_at", *changed)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={name: insert.excluded[name] for name in updated},
+        where=(table.c.external_owner == bindparam("owner")) if owner_bound else None,
+    ).returning(*table.c)
+
+
 def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
-                         owner: str | None = None) -> tuple[User, bool]:
+                         owner: str | None = None) -> tuple[Any, bool]:
     """Create or update the user ``user_id`` as an integrator describes it; idempotent.
 
     ``email`` and ``slug`` are always overwritten; the optional fields (including ``active``)
     change only when given and non-null (on insert they take the defaults).  A new user gets a
     random API key that is never revealed (the integrator acts for them by delegation) and a
-    fresh webhook secret.  Returns ``(user, created)``; exactly one of any number of concurrent
-    calls for a new id sees ``created=True``.  An email or slug held by another user → 409,
-    nothing changed.
+    fresh webhook secret.  Returns ``(row, created)``, ``row`` being the user's ``users`` row as
+    written; exactly one of any number of concurrent calls for a new id sees ``created=True``.
+    An email or slug held by another user → 409, nothing changed.
 
     ``owner`` is the calling principal's owner tag: when set, ``external_owner`` is stamped from
     it (the body's value is ignored) and an existing user of any other owner (or of none) is
@@ -195,13 +218,12 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
     # One statement inserts or updates and answers with the row, so the write is atomic on
     # its own.  An owner-bound principal only updates its owner's users: atomic with the write,
     # no window for another owner's user to be taken over.
-    statement = upsert_statement(
-        User, insert_values, "id", {"email": email, "slug": slug, "updated_at": now, **given},
-        where=(User.external_owner == owner) if owner is not None else None)
+    statement = _upsert_statement(dialect_name(), tuple(sorted(given)), owner is not None)
+    params = {f"new_{name}": value for name, value in insert_values.items()}
+    if owner is not None:
+        params["owner"] = owner
     try:
-        user = db.session.execute(
-            statement.returning(User), execution_options={"populate_existing": True}
-        ).scalar_one_or_none()
+        user = db.session.execute(statement, params).one_or_none()
         if user is None:
             raise OwnerConflict()
         commit_keeping_state()
