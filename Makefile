@@ -68,7 +68,7 @@ bench: system-deps $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check app config.py wsgi.py tests client examples
+	$(BIN)/ruff check app config.py wsgi.py gunicorn.conf.py tests client examples
 
 clean:
 	rm -rf $(VENV) $(CLI_VENV) *.egg-info

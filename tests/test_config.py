@@ -140,3 +140,18 @@ def test_gunicorn_refuses_to_start_with_a_weak_token(tmp_path):
     assert result.returncode != 0
     assert time.monotonic() - started < 30
     assert "INTERNAL_AUTH_TOKEN" in result.stderr
+
+
+@pytest.mark.parametrize("concurrency, expected", [(None, os.cpu_count()), ("3", 3)])
+def test_gunicorn_from_a_checkout_runs_one_sync_worker_per_core(concurrency, expected):
+    """gunicorn.conf.py: the measured default, and WEB_CONCURRENCY to choose another count."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    env = {"WEB_CONCURRENCY": concurrency} if concurrency else {}
+    base = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
+    result = subprocess.run([gunicorn, "--print-config", "wsgi:app"], cwd=ROOT,
+                            env={**base, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    settings = {name.strip(): value.strip() for name, _, value in
+                (line.partition("=") for line in result.stdout.splitlines())}
+    assert int(settings["workers"]) == expected
+    assert settings["worker_class"] == "sync"
