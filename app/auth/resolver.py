@@ -21,7 +21,7 @@ import uuid
 from functools import cache
 
 from flask import current_app, g, request
-from sqlalchemy import bindparam, select
+from sqlalchemy import Uuid, bindparam, select
 
 from app.auth.identity import ALL_SCOPES, AuthPath, Identity, ServicePrincipal
 from app.auth.tokens import (
@@ -142,7 +142,6 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
     principal's owner binding covers (404 ``user_not_found``, identical for another owner's user
     and for no user at all) → active (403 ``user_inactive``).
     """
-    from app.users.models import User
 
     _note_principal(principal)
     require_scope(principal, "users:act")
@@ -158,11 +157,20 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
         raise BadRequest("invalid_on_behalf_of", f"{ON_BEHALF_OF} must be a user UUID") from None
     g.on_behalf_of = user_id
     # A named principal's key and the subject come back from one query (one round trip).
-    user = db.session.get(User, user_id) if prefetched is _NOT_FETCHED else prefetched
+    user = (db.session.execute(_user_by_id(), {"user_id": user_id}).scalar_one_or_none()
+            if prefetched is _NOT_FETCHED else prefetched)
     if user is None or not principal.may_act_for(user):
         raise NotFound("user_not_found", f"No user with id {user_id}")
     _check_active(user)
     return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
+
+
+@cache
+def _user_by_id():
+    """The Path 2 subject lookup, built once (``session.get`` builds its query every time)."""
+    from app.users.models import User
+
+    return select(User).where(User.id == bindparam("user_id", type_=Uuid()))
 
 
 @cache
