@@ -117,8 +117,12 @@ def start_autocommit_request() -> None:
 
     view = current_app.view_functions.get(request.endpoint)
     view_class = getattr(view, "view_class", None)
-    handler = (getattr(view_class, request.method.lower(), None) if view_class is not None
-               else view)
+    handler = view
+    if view_class is not None:
+        method = request.method.lower()
+        handler = getattr(view_class, method, None)
+        if handler is None and method == "head":  # MethodView answers HEAD with its GET
+            handler = getattr(view_class, "get", None)
     if (getattr(handler, "_autocommit", False) and dialect_name() == "postgresql"
             and not db.session().in_transaction()):  # (a request nested in another's session)
         try:

@@ -79,5 +79,6 @@ def test_read_only_views_run_without_a_transaction_on_postgresql(app, backend):
                                                          "cron": "0 0 1 1 *"}})
     assert created.status_code == 201
     assert client.get("/v1/auth/me", headers=key_headers(key)).get_json()["active_cues"] == 1
+    assert client.head("/v1/cues", headers=key_headers(key)).status_code == 200  # GET's view
     expected_read = backend == "postgresql"
-    assert seen == [expected_read, expected_read, False, expected_read]
+    assert seen == [expected_read, expected_read, False, expected_read, expected_read]
