@@ -150,11 +150,16 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
                               r"timeout (\d+)", out)
     total = re.search(r"(\d+) requests in", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
+    # Kept apart in the JSON: an HTTP error is the service's, a socket error may be the
+    # connection handling's (a keep-alive connection closed as a request was sent).
+    http_errors = int(non2xx.group(1)) if non2xx else 0
+    sockets = {}
     if socket_errors:
-        errors += sum(int(x) for x in socket_errors.groups())
+        sockets = dict(zip(("connect", "read", "write", "timeout"),
+                           (int(x) for x in socket_errors.groups()), strict=True))
     return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency("50"),
-            "p99_ms": latency("99"), "errors": errors,
+            "p99_ms": latency("99"), "errors": http_errors + sum(sockets.values()),
+            "non_2xx": http_errors, "socket_errors": sockets,
             "requests": int(total.group(1)) if total else 0, "raw": out}
 
 
