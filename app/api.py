@@ -92,6 +92,22 @@ class Api(flask_smorest.Api):
         """Errors are handled by app.errors.register_error_handlers, not by smorest."""
 
 
+def view_handler() -> Any:
+    """The function that will answer the current request (a MethodView's method for its HTTP
+    method, HEAD falling back to GET), or None when no view matched."""
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint)
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return view
+    method = request.method.lower()
+    handler = getattr(view_class, method, None)
+    if handler is None and method == "head":  # MethodView answers HEAD with its GET
+        handler = getattr(view_class, "get", None)
+    return handler
+
+
 def _check_json(value: Any, depth: int = 0) -> None:
     """Reject bodies nested too deeply or carrying NUL characters (no column can store them)."""
     if depth > MAX_JSON_DEPTH:

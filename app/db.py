@@ -113,16 +113,9 @@ def single_statement(view):
 def start_autocommit_request() -> None:
     """``before_request``: switch the session's connection to autocommit for the views marked
     :func:`read_only` or :func:`single_statement`."""
-    from flask import current_app, request
+    from app.api import view_handler
 
-    view = current_app.view_functions.get(request.endpoint)
-    view_class = getattr(view, "view_class", None)
-    handler = view
-    if view_class is not None:
-        method = request.method.lower()
-        handler = getattr(view_class, method, None)
-        if handler is None and method == "head":  # MethodView answers HEAD with its GET
-            handler = getattr(view_class, "get", None)
+    handler = view_handler()
     if (getattr(handler, "_autocommit", False) and dialect_name() == "postgresql"
             and not db.session().in_transaction()):  # (a request nested in another's session)
         try:

@@ -329,3 +329,53 @@ def test_concurrent_upserts_of_one_new_user(delegation_app, live_server, backend
     assert sum(body["created"] for _, body in results) == 1
     with delegation_app.app_context():
         assert db.session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_me_reads_its_counts_with_the_callers_row(delegation_app, backend):
+    """/v1/auth/me by key or delegation is one statement (counts included); by session, two.
+    The counts are the same whichever way they were read."""
+    from sqlalchemy import event
+
+    from app.db import utcnow
+    from app.scheduling.models import ExecutionUsage
+
+    client = delegation_app.test_client()
+    user_id = uuid.uuid4()
+    assert upsert(client, user_id).status_code == 200
+    delegated = {**service_headers(), "X-On-Behalf-Of": str(user_id)}
+    key = client.post("/v1/auth/key/regenerate",
+                      headers={**delegated, "X-Confirm-Destructive": "true"}).get_json()["api_key"]
+    cue_ids = []
+    for name in ("a", "b"):
+        response = client.post("/v1/cues", headers=key_headers(key), json={
+            "name": name, "transport": "worker",
+            "schedule": {"type": "recurring", "cron": "0 0 1 1 *"}})
+        assert response.status_code == 201, response.get_json()
+        cue_ids.append(response.get_json()["id"])
+    assert client.patch(f"/v1/cues/{cue_ids[1]}", headers=key_headers(key),
+                        json={"status": "paused"}).status_code == 200
+    this_month = utcnow().strftime("%Y-%m")
+    with delegation_app.app_context():
+        db.session.add_all([ExecutionUsage(user_id=user_id, month=this_month, executions=7),
+                            ExecutionUsage(user_id=user_id, month="2000-01", executions=99)])
+        db.session.commit()
+        engine = db.engine
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        answers = {}
+        for path, headers in (("key", key_headers(key)), ("delegated", delegated),
+                              ("session", {"Authorization":
+                                           f"Bearer {mint_session(user_id)}"})):
+            statements.clear()
+            response = client.get("/v1/auth/me", headers=headers)
+            assert response.status_code == 200, response.get_json()
+            answers[path] = (len(statements), response.get_json()["active_cues"],
+                             response.get_json()["executions_this_month"])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert answers == {"key": (1, 1, 7), "delegated": (1, 1, 7), "session": (2, 1, 7)}

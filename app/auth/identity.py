@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import g
 from werkzeug.local import LocalProxy
@@ -63,6 +64,39 @@ class Identity:
     @property
     def user_id(self):
         return self.user.id if self.user is not None else None
+
+
+@dataclass(frozen=True)
+class CallerExtras:
+    """Values a view wants read in the same statement as its caller's user row.
+
+    ``columns()`` builds (once) scalar subqueries correlated to ``users.id``; ``params()`` gives
+    their bind parameters for the current request.  The API-key and delegated lookups add them
+    to their statement, saving the view a round trip; other credential paths leave them out, so
+    a view must still be able to compute them itself (see :func:`caller_extras`).
+    """
+
+    name: str
+    columns: Callable[[], tuple]
+    params: Callable[[], dict[str, Any]]
+
+
+def fetch_with_caller(extras: CallerExtras):
+    """View decorator: read ``extras`` together with the caller's user row when possible."""
+
+    def decorator(view):
+        view._caller_extras = extras
+        return view
+
+    return decorator
+
+
+def caller_extras(name: str, user_id) -> tuple | None:
+    """The values of the extras called ``name`` read with user ``user_id``, else None."""
+    fetched = g.get("caller_extras")
+    if fetched is None or fetched[0] != name or fetched[1] != user_id:
+        return None
+    return fetched[2]
 
 
 def _get_identity() -> Identity:

@@ -18,12 +18,12 @@ with 403 ``user_inactive``, here and nowhere else.
 from __future__ import annotations
 
 import uuid
-from functools import cache
+from functools import lru_cache
 
 from flask import current_app, g, request
 from sqlalchemy import Uuid, bindparam, select
 
-from app.auth.identity import ALL_SCOPES, AuthPath, Identity, ServicePrincipal
+from app.auth.identity import ALL_SCOPES, AuthPath, CallerExtras, Identity, ServicePrincipal
 from app.auth.tokens import (
     API_KEY_PREFIX,
     SessionError,
@@ -157,28 +157,47 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
         raise BadRequest("invalid_on_behalf_of", f"{ON_BEHALF_OF} must be a user UUID") from None
     g.on_behalf_of = user_id
     # A named principal's key and the subject come back from one query (one round trip).
-    user = (db.session.execute(_user_by_id(), {"user_id": user_id}).scalar_one_or_none()
-            if prefetched is _NOT_FETCHED else prefetched)
+    if prefetched is _NOT_FETCHED:
+        user = _fetch_user(_user_by_id, {"user_id": user_id})
+    else:
+        user = prefetched
     if user is None or not principal.may_act_for(user):
         raise NotFound("user_not_found", f"No user with id {user_id}")
     _check_active(user)
     return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
 
 
-@cache
-def _user_by_id():
+@lru_cache(maxsize=16)
+def _user_by_id(extras: CallerExtras | None = None):
     """The Path 2 subject lookup, built once (``session.get`` builds its query every time)."""
     from app.users.models import User
 
-    return select(User).where(User.id == bindparam("user_id", type_=Uuid()))
+    return (select(User, *(extras.columns() if extras else ()))
+            .where(User.id == bindparam("user_id", type_=Uuid())))
 
 
-@cache
-def _user_by_key_hash():
+@lru_cache(maxsize=16)
+def _user_by_key_hash(extras: CallerExtras | None = None):
     """The Path 1 lookup, built once: constructing a statement costs more than running it."""
     from app.users.models import User
 
-    return select(User).where(User.api_key_hash == bindparam("key_hash"))
+    return (select(User, *(extras.columns() if extras else ()))
+            .where(User.api_key_hash == bindparam("key_hash")))
+
+
+def _fetch_user(statement_for, params: dict):
+    """Run a user lookup, with the extras the request's view asked for (same round trip)."""
+    from app.api import view_handler
+
+    extras: CallerExtras | None = getattr(view_handler(), "_caller_extras", None)
+    if extras is not None:
+        params = {**params, **extras.params()}
+    row = db.session.execute(statement_for(extras), params).first()
+    if row is None:
+        return None
+    if extras is not None:
+        g.caller_extras = (extras.name, row[0].id, tuple(row[1:]))
+    return row[0]
 
 
 def _api_key_user(token: str) -> Identity:
@@ -186,7 +205,7 @@ def _api_key_user(token: str) -> Identity:
     from app.auth.services import rotated_key_notice
 
     key_hash = hash_secret(token)
-    user = db.session.execute(_user_by_key_hash(), {"key_hash": key_hash}).scalar_one_or_none()
+    user = _fetch_user(_user_by_key_hash, {"key_hash": key_hash})
     if user is None:
         if rotated_key_notice(key_hash):
             raise Unauthorized("key_rotated",

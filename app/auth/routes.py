@@ -6,6 +6,7 @@ from flask.views import MethodView
 from app.api import Blueprint
 from app.auth import auth_required, current_identity, public
 from app.auth import services as auth_services
+from app.auth.identity import fetch_with_caller
 from app.auth.schemas import (
     AccountUpdateSchema,
     MeSchema,
@@ -20,6 +21,7 @@ from app.auth.schemas import (
 from app.errors import AppError, BadRequest, NotFound, ValidationFailed
 from app.users import services
 from app.db import read_only
+from app.quotas import USAGE_WITH_CALLER
 
 blp = Blueprint("auth", __name__, url_prefix="/v1/auth", description="Accounts and credentials.")
 
@@ -56,6 +58,7 @@ class Register(MethodView):
 
 @blp.route("/me")
 class Me(MethodView):
+    @fetch_with_caller(USAGE_WITH_CALLER)
     @read_only
     @auth_required
     @blp.response(200, MeSchema)
