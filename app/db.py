@@ -165,6 +165,8 @@ def insert_together(*writes: tuple[Any, dict[str, Any]]) -> None:
     key = tuple(map(id, statements))
     cached = _combined.get(key)
     if cached is None or cached[0] != statements:
+        if len(_combined) >= 64:  # statements built per call would otherwise pile up here
+            _combined.clear()
         *first, last = statements
         combined = last.add_cte(*(s.cte(f"write_{i}") for i, s in enumerate(first)))
         cached = _combined[key] = (statements, combined)
