@@ -90,6 +90,8 @@ def _message_insert():
 
 
 def _message_params(values: dict[str, Any]) -> dict[str, Any]:
+    if len(values) != len(_SENT_ATTRIBUTES):  # (a missing one fails below)
+        raise ValueError(f"a send writes exactly {_SENT_ATTRIBUTES}, got {sorted(values)}")
     return {f"msg_{attr}": values[attr] for attr in _SENT_ATTRIBUTES}
 
 
