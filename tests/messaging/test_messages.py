@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -51,7 +52,11 @@ def test_send_by_ids_reads_the_agents_in_one_query(alice, pair, app):
     sender, receiver = pair
     reads: list[str] = []
 
+    request_thread = threading.get_ident()  # the test client serves requests on this thread
+
     def record(conn, cursor, statement, *args):
+        if threading.get_ident() != request_thread:  # e.g. the audit trail's writer thread
+            return
         if statement.lstrip().upper().startswith("SELECT") and "FROM agents" in statement:
             reads.append(statement)
 
@@ -78,7 +83,11 @@ def test_send_writes_once_without_a_transaction_on_postgresql(alice, pair, app, 
     writes: list[str] = []
     in_transaction: list[bool] = []
 
+    request_thread = threading.get_ident()  # the test client serves requests on this thread
+
     def record(conn, cursor, statement, *args):
+        if threading.get_ident() != request_thread:  # e.g. the audit trail's writer thread
+            return
         if not statement.lstrip().upper().startswith("SELECT"):
             writes.append(statement.lstrip().split(None, 1)[0].upper())
         dbapi = conn.connection.dbapi_connection
