@@ -1,7 +1,7 @@
 """Database helpers that hide the few places where SQLite and PostgreSQL differ.
 
-Everything dialect-specific (engine options, insert-if-absent, naming the columns of a violated
-unique constraint) lives here so services stay portable.
+Everything dialect-specific (engine options, several inserts as one write, naming the columns of
+a violated unique constraint) lives here so services stay portable.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -179,22 +178,6 @@ def insert_together(*writes: tuple[Any, dict[str, Any]]) -> None:
 def dialect_name() -> str:
     """Name of the bound database dialect (``sqlite`` or ``postgresql``)."""
     return db.engine.dialect.name
-
-
-def insert_if_absent(model, values: dict[str, Any], key: str):
-    """Insert ``values`` unless a row with the same ``key`` exists; return True if inserted.
-
-    Uses ``INSERT … ON CONFLICT (key) DO NOTHING`` on both dialects, so concurrent callers never
-    see a unique violation on ``key`` (other unique constraints still raise ``IntegrityError``).
-    """
-    dialect = postgresql if dialect_name() == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(getattr(model, key))
-    )
-    return db.session.execute(stmt).first() is not None
 
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
