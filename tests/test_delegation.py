@@ -387,3 +387,40 @@ def test_me_reads_its_counts_with_the_callers_row(delegation_app, backend):
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert answers == {"key": (1, 1, 7), "delegated": (1, 1, 7), "session": (2, 1, 7)}
+
+
+def test_upsert_retries_when_a_concurrent_upsert_of_the_same_id_wins(delegation_app,
+                                                                     monkeypatch):
+    """PostgreSQL may report a race between two upserts of one new id as a unique violation on
+    the email or slug index: the loser runs again and updates the winner's row (200)."""
+    from sqlalchemy import insert as sql_insert
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db import utcnow
+    from app.users import services
+
+    client = delegation_app.test_client()
+    user_id = uuid.uuid4()
+    body = {"email": "race@example.com", "slug": "race", "plan": "pro"}
+    real_execute = db.session.execute
+    raced = []
+
+    def execute(statement, *args, **kwargs):
+        if not raced and getattr(statement, "table", None) is User.__table__:
+            raced.append(True)
+            with db.engine.begin() as other:  # the concurrent winner commits first
+                other.execute(sql_insert(User.__table__).values(
+                    id=user_id, email=body["email"], slug=body["slug"], plan="free",
+                    active_cue_limit=10, monthly_execution_limit=300,
+                    monthly_message_limit=300, rate_limit_per_minute=60,
+                    api_key_hash="0" * 64, api_key_prefix="cue_sk_0000", webhook_secret="w",
+                    active=True, created_at=utcnow(), updated_at=utcnow()))
+            raise IntegrityError("INSERT INTO users …", {}, Exception("users_email_key"))
+        return real_execute(statement, *args, **kwargs)
+
+    monkeypatch.setattr(services.db.session, "execute", execute)
+    response = upsert(client, user_id, body)
+    assert raced == [True]
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["created"] is False
+    assert response.get_json()["plan"] == "pro"

@@ -129,10 +129,14 @@ OPTIONAL_UPSERT_FIELDS = {
 }
 
 
-def _identity_conflict(user_id: uuid.UUID, email: str, slug: str,
-                       exc: IntegrityError) -> Conflict:
-    """The 409 for an upsert refused by a unique constraint: ``email_taken`` before
-    ``slug_taken`` when another user holds both (the database names only one of them)."""
+#: Tries of one upsert: a race with a concurrent upsert of the same new id costs one more.
+_UPSERT_ATTEMPTS = 3
+
+
+def _identity_conflict(user_id: uuid.UUID, email: str, slug: str) -> Conflict | None:
+    """The 409 for an upsert refused by a unique constraint when another user holds the email
+    or slug (``email_taken`` before ``slug_taken`` when they hold both: the database names only
+    one), or None when no other user does."""
     holders = db.session.execute(
         select(User.email, User.slug).where(
             User.id != user_id, (User.email == email) | (User.slug == slug)
@@ -142,7 +146,7 @@ def _identity_conflict(user_id: uuid.UUID, email: str, slug: str,
         return Conflict("email_taken", "Another user already has this email")
     if holders:
         return Conflict("slug_taken", "Another user already has this slug")
-    return _conflict_from(exc)
+    return None
 
 
 def _conflict_from(exc: IntegrityError) -> Conflict:
@@ -222,17 +226,26 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
     params = {f"new_{name}": value for name, value in insert_values.items()}
     if owner is not None:
         params["owner"] = owner
-    try:
-        user = db.session.execute(statement, params).one_or_none()
-        if user is None:
-            raise OwnerConflict()
-        commit_keeping_state()
-    except IntegrityError as exc:
-        db.session.rollback()
-        raise _identity_conflict(user_id, email, slug, exc) from None
-    except AppError:
-        db.session.rollback()
-        raise
+    for attempt in range(_UPSERT_ATTEMPTS):
+        try:
+            user = db.session.execute(statement, params).one_or_none()
+            if user is None:
+                raise OwnerConflict()
+            commit_keeping_state()
+            break
+        except IntegrityError as exc:
+            db.session.rollback()
+            conflict = _identity_conflict(user_id, email, slug)
+            if conflict is not None:
+                raise conflict from None
+            if attempt == _UPSERT_ATTEMPTS - 1:
+                raise _conflict_from(exc) from None
+            # Nobody else holds the email or slug: a concurrent upsert of this same new id
+            # inserted it first, and PostgreSQL reports that on the email or slug index rather
+            # than resolving it through ON CONFLICT (id).  The row exists now: run it again.
+        except AppError:
+            db.session.rollback()
+            raise
     # The insert stored this request's fresh stub key; an update keeps the stored one.
     created = user.api_key_hash == stub_hash
     return user, created
