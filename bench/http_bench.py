@@ -63,6 +63,43 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int | None) -> float:
+    """CPU seconds used so far by process ``root`` and all its descendants (Linux ``/proc``).
+
+    Descendants that have exited and been reaped count through their parents' ``cutime`` and
+    ``cstime``.
+    """
+    if root is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = sum(int(value) for value in fields[11:15]) / _TICKS
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / _TICKS
+
+
 class Gunicorn:
     """A gunicorn process serving ``target`` on a loopback port."""
 
@@ -126,17 +163,25 @@ def lua_script(method: str, headers: dict, body: str | None = None,
     return "\n".join(lines) + "\n"
 
 
-def run_wrk(url: str, script: str, connections: int, duration: int, threads: int) -> dict:
-    """Run wrk once and parse requests/s, p50, p99 and errors."""
+def run_wrk(url: str, script: str, connections: int, duration: int, threads: int,
+            app_pid: int | None = None, db_pid: int | None = None) -> dict:
+    """Run wrk once and parse requests/s, p50, p99 and errors.
+
+    With ``app_pid`` / ``db_pid`` (the gunicorn master, the postmaster) it also reports the CPU
+    time per request spent in the app's processes, in PostgreSQL's, and on the whole machine
+    (the rest being wrk and the kernel): where each endpoint's cost goes.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
         path = handle.name
+    before = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), machine_busy_seconds())
     try:
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d",
                               f"{duration}s", "--latency", "-s", path, url],
                              capture_output=True, text=True, timeout=duration + 60).stdout
     finally:
         os.unlink(path)
+    after = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), machine_busy_seconds())
 
     def latency(label: str) -> float | None:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, flags=re.M)
@@ -157,10 +202,16 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
     if socket_errors:
         sockets = dict(zip(("connect", "read", "write", "timeout"),
                            (int(x) for x in socket_errors.groups()), strict=True))
+    requests = int(total.group(1)) if total else 0
+    app_us, db_us, busy_us = ((end - start) / requests * 1e6 if requests else None
+                              for start, end in zip(before, after, strict=True))
     return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency("50"),
             "p99_ms": latency("99"), "errors": http_errors + sum(sockets.values()),
-            "non_2xx": http_errors, "socket_errors": sockets,
-            "requests": int(total.group(1)) if total else 0, "raw": out}
+            "non_2xx": http_errors, "socket_errors": sockets, "requests": requests,
+            "cpu_us_per_request": {"app": app_us if app_pid else None,
+                                   "postgres": db_us if db_pid else None,
+                                   "machine": busy_us},
+            "raw": out}
 
 
 #: The body of the update benchmark (and of the user it updates).
@@ -261,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = Gunicorn("bench.floor_app:app", env, *gunicorn_config)
         servers.append(floor)
         data = seed(cueline.url)
+        pids = {server.url: server.process.pid for server in servers}
 
         targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {})),
                    ("bare Flask + 1 PostgreSQL query", bare.url, "/bare-db",
@@ -276,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
             measured = run_wrk(base + path, script, args.connections, args.duration,
-                               args.wrk_threads)
+                               args.wrk_threads, app_pid=pids[base],
+                               db_pid=cluster.postmaster_pid())
             measured.pop("raw")
             results.append({"endpoint": label, **measured})
             print(f"  measured {label}: {measured['rps']:.0f} req/s", file=sys.stderr)
@@ -293,13 +346,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.workers} × {args.worker_class}"
               f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}; "
               "PostgreSQL 15 on loopback.")
-    table = ["| Endpoint | req/s | p50 ms | p99 ms | errors | vs ceiling |",
-             "|---|---:|---:|---:|---:|---:|"]
+    table = ["| Endpoint | req/s | p50 ms | p99 ms | errors | vs ceiling "
+             "| CPU µs/req: app | PostgreSQL | machine |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def micros(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0f}"
+
     for row in results:
+        cpu = row["cpu_us_per_request"]
         table.append(f"| {row['endpoint']} | {row['rps']:.0f} | {row['p50_ms'] or 0:.1f} | "
-                     f"{row['p99_ms'] or 0:.1f} | {row['errors']} | {row['ratio']:.0%} |")
+                     f"{row['p99_ms'] or 0:.1f} | {row['errors']} | {row['ratio']:.0%} | "
+                     f"{micros(cpu['app'])} | {micros(cpu['postgres'])} | "
+                     f"{micros(cpu['machine'])} |")
+    notes = ("CPU µs/req: CPU time per request of the serving gunicorn (master and workers), "
+             "of PostgreSQL (all its processes), and of the whole machine (the rest is wrk and "
+             "the kernel); the machine column is what bounds requests/s on a saturated host.")
     print(header)
     print("\n".join(table))
+    print(notes)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -307,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"http-{stamp}.json").write_text(json.dumps(
         {"when": stamp, "machine": info, "settings": vars(args), "results": results}, indent=2))
     (RESULTS / f"http-{stamp}.md").write_text(
-        f"# HTTP benchmark {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table) + "\n")
+        f"# HTTP benchmark {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table)
+        + f"\n\n{notes}\n")
     return 0
 
 

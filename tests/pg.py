@@ -631,6 +631,10 @@ class PostgresCluster:
             output += f"\n[timed out after {timeout}s: {' '.join(argv)}]"
         return rc, output
 
+    def postmaster_pid(self) -> int | None:
+        """PID of the running server (benchmarks measure its CPU time), or None."""
+        return self._postmaster_pid() if self._is_running() else None
+
     def _postmaster_pid(self) -> int | None:
         """PID from postmaster.pid, or None if there is no (valid) pid file."""
         if not self.data_dir:
