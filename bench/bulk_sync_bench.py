@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 4)))
+    # One sync worker per core, as deployed (the batches are sent one after another).
+    parser.add_argument("--workers", type=int,
+                        default=int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2)))
     args = parser.parse_args(argv)
     users = [{"id": str(uuid.uuid4()), "email": f"user{i}@sync.example", "slug": f"sync-{i}",
               "plan": "free"} for i in range(args.users)]
