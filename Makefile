@@ -59,12 +59,14 @@ soak: system-deps $(STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 CUELINE_FUZZ_EXAMPLES=100 \
 		CUELINE_SOAK=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
-## make bench: load and scheduler benchmarks on a throwaway PostgreSQL cluster (not part of test).
+## make bench: load, scheduler, bulk-sync and per-layer benchmarks on a throwaway PostgreSQL
+## cluster (not part of test).
 bench: system-deps $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python bench/http_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/scheduler_bench.py
 	$(BIN)/python bench/bulk_sync_bench.py
+	$(BIN)/python bench/layers_bench.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff

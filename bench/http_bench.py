@@ -3,8 +3,9 @@
 One command (``make bench`` or ``python bench/http_bench.py``) starts a throwaway PostgreSQL
 cluster on loopback, migrates it, starts Cueline and a bare Flask app under the same gunicorn
 configuration, seeds data through the public API, drives a fixed load at each endpoint with
-``wrk`` (from Debian) and prints one table: requests/s, p50, p99, errors, and each endpoint's
-ratio to the bare-Flask ceiling measured in the same run.  Results (with the machine
+``wrk`` (from Debian) and prints one table: requests/s, p50, p99, errors, each endpoint's
+ratio to the bare-Flask ceiling measured in the same run, and the CPU time per request spent
+in the app's processes, in PostgreSQL's and on the whole machine.  Results (with the machine
 description) are written to ``bench/results/``.
 
 All traffic goes to 127.0.0.1.

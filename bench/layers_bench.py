@@ -1,0 +1,189 @@
+"""What each layer of the stack costs per request, measured in-process (no HTTP server).
+
+Each route below answers one request with one more layer than the one before: a bare Flask
+JSON route; the same with one indexed lookup over a raw psycopg connection; through a
+SQLAlchemy Core connection; through the Flask-SQLAlchemy session (Core statement, then ORM
+entity); in a transaction instead of autocommit; and a bare route counted by Flask-Limiter.
+The WSGI app is called directly with a prebuilt environ, so the numbers are the CPU time of
+Flask and the libraries alone (median of five rounds), without gunicorn, sockets or the load
+generator.  ``bench/http_bench.py`` measures the same stack served over HTTP.
+
+Run ``python bench/layers_bench.py`` (a throwaway PostgreSQL cluster on loopback); results land
+in ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from flask import Flask  # noqa: E402
+from flask_limiter import Limiter  # noqa: E402
+from flask_sqlalchemy import SQLAlchemy  # noqa: E402
+from sqlalchemy import Integer, String, Uuid, bindparam, create_engine, select  # noqa: E402
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
+
+import app.ratelimit  # noqa: E402,F401 - registers Cueline's cueline-memory:// storage
+from bench.http_bench import RESULTS, machine  # noqa: E402
+from tests.pg import PostgresCluster  # noqa: E402
+
+KEY_HASH = hashlib.sha256(b"layers-bench-key").hexdigest()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    slug: Mapped[str] = mapped_column(String)
+    plan: Mapped[str] = mapped_column(String)
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer)
+
+
+def build_apps(url: str) -> list[tuple[str, Flask, str]]:
+    """(label, app, path) for every layer, against the database at ``url``."""
+    orm = SQLAlchemy(model_class=Base)
+    app = Flask("layers")
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    orm.init_app(app)
+    raw = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    engine = create_engine(url)
+    autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    table = User.__table__
+    core = select(table.c.id, table.c.slug).where(table.c.api_key_hash == bindparam("h"))
+    entity = select(User).where(User.api_key_hash == bindparam("h"))
+
+    @app.get("/bare")
+    def bare():
+        return {"id": "x", "slug": "bare"}
+
+    @app.get("/raw")
+    def raw_psycopg():
+        row = raw.execute("SELECT id, slug FROM users WHERE api_key_hash = %s",
+                          (KEY_HASH,)).fetchone()
+        return {"id": str(row[0]), "slug": row[1]}
+
+    @app.get("/core")
+    def core_connection():
+        with autocommit_engine.connect() as connection:
+            row = connection.execute(core, {"h": KEY_HASH}).one()
+        return {"id": str(row.id), "slug": row.slug}
+
+    @app.get("/session-core")
+    def session_core():
+        orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        row = orm.session.execute(core, {"h": KEY_HASH}).one()
+        return {"id": str(row.id), "slug": row.slug}
+
+    @app.get("/session-entity")
+    def session_entity():
+        orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        user = orm.session.execute(entity, {"h": KEY_HASH}).scalar_one()
+        return {"id": str(user.id), "slug": user.slug}
+
+    @app.get("/session-entity-transaction")
+    def session_entity_transaction():
+        user = orm.session.execute(entity, {"h": KEY_HASH}).scalar_one()
+        return {"id": str(user.id), "slug": user.slug}
+
+    limited = Flask("layers-limited")
+
+    @limited.get("/bare")
+    def bare_limited():
+        return {"id": "x", "slug": "bare"}
+
+    Limiter(key_func=lambda: "user:x", app=limited,
+            application_limits=[lambda: "1000000000 per minute"],
+            storage_uri="cueline-memory://", strategy="sliding-window-counter",
+            headers_enabled=True)
+    return [
+        ("bare Flask JSON route", app, "/bare"),
+        ("+ one raw psycopg query (autocommit)", app, "/raw"),
+        ("+ the query through a SQLAlchemy Core connection", app, "/core"),
+        ("+ the query through the Flask-SQLAlchemy session", app, "/session-core"),
+        ("+ the row as an ORM entity", app, "/session-entity"),
+        ("+ in a transaction (BEGIN … ROLLBACK)", app, "/session-entity-transaction"),
+        ("bare Flask JSON route + Flask-Limiter", limited, "/bare"),
+    ]
+
+
+def cpu_per_request(app: Flask, path: str, requests: int, rounds: int) -> float:
+    """Median CPU microseconds per request over ``rounds`` rounds of ``requests`` calls."""
+    environ = EnvironBuilder(path=path).get_environ()
+
+    def start_response(status, _headers, _exc_info=None):
+        assert status.startswith("200"), status
+
+    def call():
+        body = app.wsgi_app(dict(environ), start_response)
+        b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+
+    for _ in range(requests // 10):
+        call()
+    samples = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(requests):
+            call()
+        samples.append((time.process_time() - started) / requests * 1e6)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    cluster = PostgresCluster().start()
+    try:
+        url = cluster.create_database("cueline_layers")
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
+                             autocommit=True) as connection:
+            connection.execute("CREATE TABLE users (id uuid PRIMARY KEY, slug text, plan text, "
+                               "api_key_hash varchar(64) UNIQUE, rate_limit_per_minute int)")
+            connection.execute("INSERT INTO users VALUES (%s, 'layers', 'free', %s, 0)",
+                               (uuid.uuid4(), KEY_HASH))
+        results = []
+        for label, app, path in build_apps(url):
+            micros = cpu_per_request(app, path, args.requests, args.rounds)
+            results.append({"layer": label, "cpu_us_per_request": micros})
+            print(f"  {label}: {micros:.0f} µs", file=sys.stderr)
+    finally:
+        cluster.cleanup()
+
+    header = (f"In-process CPU per request (median of {args.rounds} rounds of {args.requests}), "
+              "WSGI app called directly; PostgreSQL 15 on loopback.")
+    table = ["| Layer | CPU µs/request |", "|---|---:|"]
+    table += [f"| {row['layer']} | {row['cpu_us_per_request']:.0f} |" for row in results]
+    print(header)
+    print("\n".join(table))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    info = machine()
+    (RESULTS / f"layers-{stamp}.json").write_text(json.dumps(
+        {"when": stamp, "machine": info, "settings": vars(args), "results": results}, indent=2))
+    (RESULTS / f"layers-{stamp}.md").write_text(
+        f"# Layer costs {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
