@@ -38,10 +38,13 @@ def test_cluster_lifecycle():
             f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/cueline_smoke"
         )
         assert _select_one(url) == 1
+        pid = cluster.postmaster_pid()
+        assert pid is not None and os.path.exists(f"/proc/{pid}")
 
         # Stopped: connections must be refused.  stop() is idempotent.
         cluster.stop()
         cluster.stop()
+        assert cluster.postmaster_pid() is None
         with pytest.raises(psycopg.OperationalError):
             _select_one(url)
 
