@@ -6,6 +6,7 @@ a violated unique constraint) lives here so services stay portable.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -67,10 +68,26 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
             "max_overflow": config["DB_MAX_OVERFLOW"],
             "pool_timeout": 10,
             "connect_args": {"connect_timeout": config["DB_CONNECT_TIMEOUT_SECONDS"]},
+            "json_deserializer": _json_from_utf8,
         }
     # SQLite: one file shared by web and worker processes; wait for locks instead of failing.
     return {"hide_parameters": True,
             "connect_args": {"timeout": 30, "check_same_thread": False}}
+
+
+_decode_json = json.JSONDecoder().decode
+
+
+def _json_from_utf8(data: bytes | str):
+    """Decode a JSON column value exactly as ``json.loads`` does, minus its encoding sniff.
+
+    psycopg hands over bytes, and ``json.loads`` first probes them for UTF-16 and UTF-32 (a
+    third of its time on a cue list's small documents).  PostgreSQL never sends either, so the
+    probe always ends in UTF-8: decode as that directly.
+    """
+    if isinstance(data, bytes | bytearray):
+        data = data.decode("utf-8", "surrogatepass")
+    return _decode_json(data)
 
 
 @event.listens_for(Engine, "connect")
