@@ -137,18 +137,42 @@ def parse_json_body() -> None:
     for values in request.args.listvalues():
         if any("\x00" in v for v in values):
             raise BadRequest("invalid_query", "Query parameters must not contain NUL characters")
-    g.json_body = ma.missing
+    g.json_body, error = _parsed_body()
+    if error is not None:
+        raise error
+
+
+def peek_json_body() -> Any:
+    """The request's JSON body, for a look-up that runs before :func:`parse_json_body`
+    (``ma.missing`` when there is none or it is invalid; never raises).  The body is parsed
+    once: the hook reuses this parse and reports its error in the hook's place."""
+    return _parsed_body()[0]
+
+
+def _parsed_body() -> tuple[Any, BadRequest | None]:
+    cached = g.get("_parsed_body")
+    if cached is None:
+        try:
+            cached = (_read_json_body(), None)
+        except BadRequest as exc:
+            cached = (ma.missing, exc)
+        g._parsed_body = cached
+    return cached
+
+
+def _read_json_body() -> Any:
+    """The JSON body, ``ma.missing`` when the request carries none, or 400 ``invalid_json``."""
     if request.method not in _BODY_METHODS:
-        return
+        return ma.missing
     form_encoded = request.mimetype == "application/x-www-form-urlencoded"
     if not (_is_json_mimetype(request.mimetype) or form_encoded):
-        return
+        return ma.missing
     raw = request.get_data(cache=True)
     if not raw.strip():
-        return
+        return ma.missing
     if form_encoded and raw.lstrip()[:1] not in (b"{", b"["):
         # ``curl -d '{…}'`` labels JSON as a form; a real form body is left alone.
-        return
+        return ma.missing
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -158,7 +182,7 @@ def parse_json_body() -> None:
             "invalid_json", f"Request body is nested deeper than {MAX_JSON_DEPTH} levels"
         ) from None
     _check_json(body)
-    g.json_body = body
+    return body
 
 
 def build_api(app: Flask, security_schemes: dict[str, dict], security: list[dict]) -> Api:

@@ -70,15 +70,19 @@ class Identity:
 class CallerExtras:
     """Values a view wants read in the same statement as its caller's user row.
 
-    ``columns()`` builds (once) scalar subqueries correlated to ``users.id``; ``params()`` gives
-    their bind parameters for the current request.  The API-key and delegated lookups add them
-    to their statement, saving the view a round trip; other credential paths leave them out, so
-    a view must still be able to compute them itself (see :func:`caller_extras`).
+    ``columns()`` builds (once) what the statement adds to the user row: scalar subqueries
+    correlated to ``users.id``, or entities that ``outer_joins()`` joins in as ``(target,
+    onclause)`` pairs; ``params()`` gives their bind parameters for the current request.  The
+    API-key and delegated lookups add them to their statement, saving the view a round trip;
+    other credential paths leave them out, so a view must still be able to compute them itself
+    (see :func:`caller_extras`).  Entities read this way are in the request's session, so
+    ``session.get`` finds them without a query.
     """
 
     name: str
     columns: Callable[[], tuple]
     params: Callable[[], dict[str, Any]]
+    outer_joins: Callable[[], tuple] = tuple
 
 
 def fetch_with_caller(extras: CallerExtras):

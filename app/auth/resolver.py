@@ -167,13 +167,24 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
     return Identity(path=AuthPath.DELEGATED, user=user, principal=principal)
 
 
+def _user_with(extras: CallerExtras | None):
+    """``SELECT users`` plus the view's extras (their columns and outer joins)."""
+    from app.users.models import User
+
+    statement = select(User).select_from(User)
+    if extras is not None:
+        statement = statement.add_columns(*extras.columns())
+        for target, onclause in extras.outer_joins():
+            statement = statement.outerjoin(target, onclause)
+    return statement
+
+
 @lru_cache(maxsize=16)
 def _user_by_id(extras: CallerExtras | None = None):
     """The Path 2 subject lookup, built once (``session.get`` builds its query every time)."""
     from app.users.models import User
 
-    return (select(User, *(extras.columns() if extras else ()))
-            .where(User.id == bindparam("user_id", type_=Uuid())))
+    return _user_with(extras).where(User.id == bindparam("user_id", type_=Uuid()))
 
 
 @lru_cache(maxsize=16)
@@ -181,8 +192,7 @@ def _user_by_key_hash(extras: CallerExtras | None = None):
     """The Path 1 lookup, built once: constructing a statement costs more than running it."""
     from app.users.models import User
 
-    return (select(User, *(extras.columns() if extras else ()))
-            .where(User.api_key_hash == bindparam("key_hash")))
+    return _user_with(extras).where(User.api_key_hash == bindparam("key_hash"))
 
 
 def _fetch_user(statement_for, params: dict):

@@ -13,8 +13,13 @@ import secrets
 import string
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, or_, select
+from flask import request
+from sqlalchemy import String, bindparam, or_, select
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm.util import identity_key
 
+from app.api import peek_json_body
+from app.auth.identity import CallerExtras
 from app.errors import BadRequest, NotFound
 from app.extensions import db
 from app.messaging.models import Agent
@@ -68,14 +73,19 @@ def prefetch_agents(*refs: str | None) -> list[Agent]:
 
     The agents land in the session's identity map, so the :func:`resolve_agent` calls that
     follow (which keep their own order of checks and errors) find them without a round trip
-    each.  Anything that is not an agent id is left to those calls.  The identity map holds
-    objects weakly: the caller keeps the returned list while it resolves.
+    each.  Agents already in the session (read with the caller, see :data:`SEND_AGENTS`) are
+    not read again; anything that is not an agent id is left to those calls.  The identity map
+    holds objects weakly: the caller keeps the returned list while it resolves.
     """
     ids = sorted({ref.strip() for ref in refs if ref and _ID.match(ref.strip())})
-    if len(ids) < 2:
-        return []
-    params = {f"agent_id_{i}": agent_id for i, agent_id in enumerate(ids)}
-    return list(db.session.execute(_agents_by_ids(len(ids)), params).scalars())
+    found = {agent_id: db.session.identity_map.get(identity_key(Agent, agent_id))
+             for agent_id in ids}
+    held = [agent for agent in found.values() if agent is not None]
+    missing = [agent_id for agent_id, agent in found.items() if agent is None]
+    if len(missing) < 2:  # one is read by resolve_agent's own look-up, at the same cost
+        return held
+    params = {f"agent_id_{i}": agent_id for i, agent_id in enumerate(missing)}
+    return held + list(db.session.execute(_agents_by_ids(len(missing)), params).scalars())
 
 
 @functools.cache
@@ -84,6 +94,38 @@ def _agents_by_ids(count: int):
     run, and an IN list would be rendered afresh on every execution)."""
     return select(Agent).where(or_(*(Agent.id == bindparam(f"agent_id_{i}")
                                      for i in range(count))))
+
+
+#: The agent references every send carries (wire §10.4): the ``X-Cueapi-From-Agent`` header and
+#: the body's ``to``.  The optional ``reply_to_agent`` is left to the send's own look-up: a third
+#: joined agent would cost every send twelve more columns.
+_SEND_REFERENCES = 2
+
+
+@functools.cache
+def _send_agent_aliases() -> tuple:
+    return tuple(aliased(Agent, name=f"send_agent_{i}") for i in range(_SEND_REFERENCES))
+
+
+def _send_agent_joins() -> tuple:
+    return tuple((alias, alias.id == bindparam(f"send_agent_{i}", type_=String()))
+                 for i, alias in enumerate(_send_agent_aliases()))
+
+
+def _send_agent_params() -> dict[str, str | None]:
+    """The send's agent ids, from the header and the body (read ahead of its validation: a
+    reference that is not an agent id, or a body that is not JSON, joins nothing)."""
+    body = peek_json_body()
+    refs = (request.headers.get("X-Cueapi-From-Agent"),
+            body.get("to") if isinstance(body, dict) else None)
+    return {f"send_agent_{i}": ref.strip() if isinstance(ref, str) and _ID.match(ref.strip())
+            else None for i, ref in enumerate(refs)}
+
+
+#: ``POST /v1/messages`` reads the agents it names with its caller's key or delegated lookup:
+#: a send is then two round trips (that look-up and the write), not three.
+SEND_AGENTS = CallerExtras("send_agents", _send_agent_aliases, _send_agent_params,
+                           _send_agent_joins)
 
 
 def resolve_agent(ref: str, *, include_deleted: bool = False, what: str = "Agent") -> Agent:

@@ -43,32 +43,86 @@ def test_send_returns_full_message(alice, pair):
     assert "body_received" not in msg
 
 
-def test_send_by_ids_reads_the_agents_in_one_query(alice, pair, app):
-    """Sender, recipient and reply agent named by id: one SELECT of agents, not one each."""
+def _request_statements(app, send) -> tuple:
+    """``send()``'s response and the statements its request ran (not the audit writer's)."""
     from sqlalchemy import event
 
     from app.extensions import db
 
-    sender, receiver = pair
-    reads: list[str] = []
-
+    statements: list[str] = []
     request_thread = threading.get_ident()  # the test client serves requests on this thread
 
     def record(conn, cursor, statement, *args):
-        if threading.get_ident() != request_thread:  # e.g. the audit trail's writer thread
-            return
-        if statement.lstrip().upper().startswith("SELECT") and "FROM agents" in statement:
-            reads.append(statement)
+        if threading.get_ident() == request_thread:  # not e.g. the audit trail's writer thread
+            statements.append(" ".join(statement.split()))
 
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", record)
     try:
-        response = alice.send(sender["id"], receiver["id"], reply_to_agent=sender["id"])
+        response = send()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.get_json()
-    assert len(reads) == 1
+    return response, statements
+
+
+def _agent_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.upper().startswith("SELECT") and "FROM agents" in s]
+
+
+def test_send_by_key_reads_its_agents_with_the_caller(alice, pair, app):
+    """By API key, sender and recipient come back with the caller's user row: no agent query
+    of its own.  A third agent (reply_to_agent) is read on its own; a repeated one is not."""
+    sender, receiver = pair
+    alice.send(sender["id"], receiver["id"])  # presence is fresh: the sends below only insert
+    response, statements = _request_statements(
+        app, lambda: alice.send(sender["id"], receiver["id"], reply_to_agent=sender["id"]))
+    assert _agent_reads(statements) == []
+    assert "JOIN agents" in statements[0] and "FROM users" in statements[0]
+    assert response.get_json()["from_agent_id"] == sender["id"]
+
+    third = alice.agent("Third")
+    _response, statements = _request_statements(
+        app, lambda: alice.send(sender["id"], receiver["id"], reply_to_agent=third["id"]))
+    assert len(_agent_reads(statements)) == 1
+
+
+def test_send_by_session_reads_the_agents_in_one_query(alice, pair, app):
+    """A session's user lookup carries no extras: sender, recipient and reply agent named by id
+    are read in one agent query, not one each."""
+    from tests.helpers import mint_session
+
+    sender, receiver = pair
+    third = alice.agent("Third")
+    session = {"Authorization": f"Bearer {mint_session(alice.id)}",
+               "X-Cueapi-From-Agent": sender["id"]}
+    _response, statements = _request_statements(app, lambda: alice.client.post(
+        "/v1/messages", headers=session,
+        json={"to": receiver["id"], "body": "hi", "reply_to_agent": third["id"]}))
+    assert len(_agent_reads(statements)) == 1
+
+
+@pytest.mark.parametrize("body", [
+    {"to": "receiver@nobody", "body": "hi"},  # slug address: not joined, resolved by slug
+    {"to": "agt_000000000000", "body": "hi"},  # no such agent: the join finds nothing
+    {"to": ["not", "a", "string"], "body": "hi"},  # invalid: validation answers 422
+    "not json at all",  # invalid JSON: 400 invalid_json, as without the join
+])
+def test_send_with_odd_references_answers_as_before(alice, pair, body):
+    """References the caller's join cannot use leave the answers unchanged."""
+    sender, _receiver = pair
+    headers = {**alice.headers, "X-Cueapi-From-Agent": sender["id"]}
+    if isinstance(body, str):
+        response = alice.client.post("/v1/messages", headers={
+            **headers, "Content-Type": "application/json"}, data=body)
+        assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
+        return
+    response = alice.client.post("/v1/messages", headers=headers, json=body)
+    if isinstance(body["to"], list):
+        assert response.status_code in (400, 422), response.get_json()
+    else:
+        assert response.status_code == 404 and error_of(response)["code"] == "agent_not_found"
 
 
 def test_send_writes_once_without_a_transaction_on_postgresql(alice, pair, app, backend):

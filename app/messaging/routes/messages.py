@@ -7,8 +7,10 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
+from app.auth.identity import fetch_with_caller
 from app.db import single_statement
 from app.messaging import schemas
+from app.messaging.addressing import SEND_AGENTS
 from app.messaging.services import messages as message_services
 
 blp = Blueprint("messages", __name__, url_prefix="/v1/messages",
@@ -34,6 +36,7 @@ def _verify_echo_requested() -> bool:
 
 @blp.route("")
 class Messages(MethodView):
+    @fetch_with_caller(SEND_AGENTS)
     @single_statement
     @auth_required
     @blp.doc(parameters=SEND_HEADERS)
