@@ -8,6 +8,11 @@ The WSGI app is called directly with a prebuilt environ, so the numbers are the 
 Flask and the libraries alone (median of five rounds), without gunicorn, sockets or the load
 generator.  ``bench/http_bench.py`` measures the same stack served over HTTP.
 
+A second table prices one PostgreSQL round trip on its own (a prepared ``SELECT 1`` over raw
+psycopg): the client's CPU and the wall time, with the client and its backend pinned to the
+same core and to different cores.  On a virtual machine the difference is the cost of waking a
+process on another core, which every request with a query pays in a busy deployment.
+
 Run ``python bench/layers_bench.py`` (a throwaway PostgreSQL cluster on loopback); results land
 in ``bench/results/``.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,6 +46,7 @@ from bench.http_bench import RESULTS, machine  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
 KEY_HASH = hashlib.sha256(b"layers-bench-key").hexdigest()
+ROUND_TRIP_QUERIES = 5000
 
 
 class Base(DeclarativeBase):
@@ -146,6 +153,40 @@ def cpu_per_request(app: Flask, path: str, requests: int, rounds: int) -> float:
     return statistics.median(samples)
 
 
+def round_trip_costs(url: str, queries: int = ROUND_TRIP_QUERIES) -> list[dict]:
+    """Client CPU and wall µs of one prepared ``SELECT 1``, backend on the same core as the
+    client and on another one (empty when this process may not pin the backend)."""
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return []
+    own = os.sched_getaffinity(0)
+    results = []
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
+                         autocommit=True) as connection:
+        backend = connection.info.backend_pid
+        cursor = connection.cursor()
+
+        def run() -> tuple[float, float]:
+            for _ in range(queries // 10):
+                cursor.execute("SELECT 1", prepare=True).fetchall()
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(queries):
+                cursor.execute("SELECT 1", prepare=True).fetchall()
+            return ((time.process_time() - cpu) / queries * 1e6,
+                    (time.perf_counter() - wall) / queries * 1e6)
+
+        try:
+            os.sched_setaffinity(0, {0})
+            for label, core in (("same core", 0), ("different cores", 1)):
+                os.sched_setaffinity(backend, {core})
+                cpu, wall = run()
+                results.append({"placement": label, "client_cpu_us": cpu, "wall_us": wall})
+        except PermissionError:
+            return []
+        finally:
+            os.sched_setaffinity(0, own)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests per round")
@@ -166,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             micros = cpu_per_request(app, path, args.requests, args.rounds)
             results.append({"layer": label, "cpu_us_per_request": micros})
             print(f"  {label}: {micros:.0f} µs", file=sys.stderr)
+        round_trips = round_trip_costs(url)
     finally:
         cluster.cleanup()
 
@@ -173,13 +215,20 @@ def main(argv: list[str] | None = None) -> int:
               "WSGI app called directly; PostgreSQL 15 on loopback.")
     table = ["| Layer | CPU µs/request |", "|---|---:|"]
     table += [f"| {row['layer']} | {row['cpu_us_per_request']:.0f} |" for row in results]
+    if round_trips:
+        table += ["", "One PostgreSQL round trip (prepared `SELECT 1`, raw psycopg, "
+                  f"{ROUND_TRIP_QUERIES} queries), client and backend pinned:", "",
+                  "| Placement | client CPU µs | wall µs |", "|---|---:|---:|"]
+        table += [f"| {row['placement']} | {row['client_cpu_us']:.0f} | {row['wall_us']:.0f} |"
+                  for row in round_trips]
     print(header)
     print("\n".join(table))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     info = machine()
     (RESULTS / f"layers-{stamp}.json").write_text(json.dumps(
-        {"when": stamp, "machine": info, "settings": vars(args), "results": results}, indent=2))
+        {"when": stamp, "machine": info, "settings": vars(args), "results": results,
+         "round_trips": round_trips}, indent=2))
     (RESULTS / f"layers-{stamp}.md").write_text(
         f"# Layer costs {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table) + "\n")
     return 0

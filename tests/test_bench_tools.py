@@ -44,3 +44,17 @@ def test_machine_busy_time_grows_while_working():
     while time.process_time() < end:
         pass
     assert machine_busy_seconds() - before >= 0.15
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to compare placements")
+def test_round_trip_costs_price_both_placements_and_restore_affinity(pg_cluster):
+    from bench.layers_bench import round_trip_costs
+
+    url = pg_cluster.create_database("cueline_round_trips")
+    before = os.sched_getaffinity(0)
+    rows = round_trip_costs(url, queries=200)
+    assert os.sched_getaffinity(0) == before
+    if not rows:  # not allowed to pin the backend (not root): nothing measured, nothing pinned
+        return
+    assert [row["placement"] for row in rows] == ["same core", "different cores"]
+    assert all(0 < row["client_cpu_us"] <= row["wall_us"] * 2 for row in rows)
