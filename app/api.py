@@ -150,14 +150,19 @@ def peek_json_body() -> Any:
 
 
 def _parsed_body() -> tuple[Any, BadRequest | None]:
-    cached = g.get("_parsed_body")
+    # Kept with the request, not in ``g``: a request made inside another one's application
+    # context (the test client does) shares its ``g``.
+    cached = request.environ.get(_PARSED_BODY)
     if cached is None:
         try:
             cached = (_read_json_body(), None)
         except BadRequest as exc:
             cached = (ma.missing, exc)
-        g._parsed_body = cached
+        request.environ[_PARSED_BODY] = cached
     return cached
+
+
+_PARSED_BODY = "cueline.parsed_body"
 
 
 def _read_json_body() -> Any:
