@@ -1,20 +1,33 @@
-"""The floor of the chosen stack for an authenticated read, served exactly like Cueline.
+"""The floors of the chosen stack, served exactly like Cueline.
 
 ``/floor`` does only what any authenticated endpoint on this stack must: look the caller's key
 up through Flask-SQLAlchemy's ORM and count the request against the caller's own Flask-Limiter
 bucket (Cueline's in-memory storage, sliding-window counter, limit headers), as Cueline does —
 no business logic, no schema, no error envelope.  Its ratio to the bare ceiling bounds what any
 endpoint built on these libraries can reach on the same machine.
+
+``POST /floor-message`` is that floor for a message send: the caller's key lookup also reads the
+two agents the send names (as Cueline's does), the same ownership checks, then Cueline's own
+write statement (the message and its monthly counter in one statement, no transaction) and the
+message as JSON — no schema, idempotency, authorization backend or hooks.
+
+``PUT /floor-upsert/<id>`` runs the statement of Cueline's ``PUT /v1/internal/users/{id}`` (the
+same upsert, built once, without a transaction) through the Flask-SQLAlchemy session and
+answers with the row as JSON: no credential check, body validation, response schema, audit
+trail or other request hooks.  It is what that endpoint costs before any of its features.
 """
 
+import functools
 import hashlib
 import os
+import secrets
 import uuid
+from datetime import UTC, date, datetime, timedelta
 
 from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, Uuid, select
+from sqlalchemy import String, Uuid, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import app.ratelimit as _cueline_ratelimit  # noqa: F401 - registers cueline-memory://
@@ -47,9 +60,33 @@ def _user():
     if "user" not in g:
         token = (request.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         digest = hashlib.sha256(token.encode()).hexdigest()
-        g.user = orm.session.execute(
-            select(User).where(User.api_key_hash == digest)).scalar_one_or_none()
+        # Without a transaction, as Cueline runs its reads: no BEGIN or ROLLBACK round trips.
+        orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if request.path == "/floor-message":
+            row = orm.session.execute(_user_and_agents(), {
+                "key_hash": digest, "sender": request.headers.get("X-Cueapi-From-Agent"),
+                "recipient": (request.get_json(silent=True) or {}).get("to")}).first()
+            g.user, g.agents = (row[0], row[1:]) if row is not None else (None, None)
+        else:
+            g.user = orm.session.execute(
+                select(User).where(User.api_key_hash == digest)).scalar_one_or_none()
     return g.user
+
+
+@functools.cache
+def _user_and_agents():
+    """The caller's row and the two agents a send names, in one statement (as Cueline reads
+    them), as plain columns."""
+    from app.messaging.models import Agent
+
+    sender, recipient = Agent.__table__.alias("sender"), Agent.__table__.alias("recipient")
+    return (select(User, sender.c.id, sender.c.user_id, sender.c.deleted_at,
+                   recipient.c.id, recipient.c.user_id, recipient.c.deleted_at,
+                   recipient.c.webhook_url)
+            .select_from(User)
+            .outerjoin(sender, sender.c.id == bindparam("sender", type_=String()))
+            .outerjoin(recipient, recipient.c.id == bindparam("recipient", type_=String()))
+            .where(User.api_key_hash == bindparam("key_hash")))
 
 
 def _bucket() -> str:
@@ -79,3 +116,69 @@ def floor():
 @limiter.exempt
 def health():
     return {"status": "healthy"}
+
+
+@app.put("/floor-upsert/<user_id>")
+@limiter.exempt
+def floor_upsert(user_id):
+    from app.users.services import OPTIONAL_UPSERT_FIELDS, _upsert_statement
+
+    body = request.get_json()
+    given = {k: body[k] for k in OPTIONAL_UPSERT_FIELDS if body.get(k) is not None}
+    now = datetime.now(UTC)
+    stub_key = "cue_sk_" + secrets.token_hex(16)
+    values = {**OPTIONAL_UPSERT_FIELDS, "active": True, **given, "id": uuid.UUID(user_id),
+              "email": body["email"], "slug": body["slug"],
+              "api_key_hash": hashlib.sha256(stub_key.encode()).hexdigest(),
+              "api_key_prefix": stub_key[:12], "webhook_secret": "whsec_" + secrets.token_hex(32),
+              "created_at": now, "updated_at": now}
+    orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    row = orm.session.execute(_upsert_statement("postgresql", tuple(sorted(given)), False),
+                              {f"new_{k}": v for k, v in values.items()}).one()
+    orm.session.commit()
+    return {"id": str(row.id), "email": row.email, "slug": row.slug, "plan": row.plan,
+            "active_cue_limit": row.active_cue_limit,
+            "monthly_execution_limit": row.monthly_execution_limit,
+            "monthly_message_limit": row.monthly_message_limit,
+            "rate_limit_per_minute": row.rate_limit_per_minute,
+            "external_owner": row.external_owner, "active": row.active,
+            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+            "created": False}
+
+
+@app.post("/floor-message")
+def floor_message():
+    from app.messaging.services.messages import _SENT_ATTRIBUTES
+
+    user = _user()
+    if user is None:
+        return {"error": {"code": "invalid_api_key"}}, 401
+    sender_id, sender_user, sender_deleted, to_id, to_user, to_deleted, to_hook = g.agents
+    if sender_id is None or to_id is None or sender_deleted or to_deleted:
+        return {"error": {"code": "agent_not_found"}}, 404
+    if sender_user != user.id or to_user != user.id:
+        return {"error": {"code": "cross_tenant_messaging_forbidden"}}, 403
+    body = request.get_json()
+    now = datetime.now(UTC)
+    message_id = "msg_" + secrets.token_hex(6)
+    values = dict.fromkeys(_SENT_ATTRIBUTES)
+    values.update(id=message_id, user_id=user.id, to_user_id=to_user, from_agent_id=sender_id,
+                  to_agent_id=to_id, thread_id=message_id, body=body["body"], priority=3,
+                  requested_priority=3, expects_reply=False, delivery_state="queued", meta={},
+                  dispatch_priority_bucket=3, created_at=now, push_attempts=0,
+                  expires_at=now + timedelta(days=30), next_attempt_at=now if to_hook else None)
+    params = {f"msg_{k}": v for k, v in values.items()}
+    params.update(count_user_id=user.id, count_month=date(now.year, now.month, 1))
+    orm.session.execute(_message_write(), params)
+    orm.session.commit()
+    return {"id": message_id, "from_agent_id": sender_id, "to_agent_id": to_id,
+            "body": body["body"], "delivery_state": "queued", "priority": 3,
+            "created_at": now.isoformat(), "expires_at": values["expires_at"].isoformat()}, 201
+
+
+@functools.cache
+def _message_write():
+    from app.messaging.services.messages import _message_insert
+    from app.quotas.messages import _count_statement
+
+    return _count_statement("postgresql").add_cte(_message_insert().cte("write_0"))

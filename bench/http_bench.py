@@ -218,6 +218,9 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
 #: The body of the update benchmark (and of the user it updates).
 UPSERT_BODY = {"email": "upsert@bench.example", "slug": "upsert", "plan": "scale",
                "rate_limit_per_minute": 1_000_000_000}
+#: The same update for the upsert floor's own user.
+FLOOR_UPSERT_BODY = {**UPSERT_BODY, "email": "floor-upsert@bench.example",
+                     "slug": "floor-upsert"}
 
 
 def seed(url: str) -> dict:
@@ -252,8 +255,12 @@ def seed(url: str) -> dict:
         upsert_user_id = str(uuid.uuid4())
         assert http.put(f"/v1/internal/users/{upsert_user_id}", json=UPSERT_BODY,
                         headers=service).status_code == 200
+        # The upsert floor rewrites a user of its own, for the same reason.
+        floor_upsert_user_id = str(uuid.uuid4())
+        assert http.put(f"/v1/internal/users/{floor_upsert_user_id}", json=FLOOR_UPSERT_BODY,
+                        headers=service).status_code == 200
     return {"user_id": user_id, "key": key, "sender": agents[0], "receiver": agents[1],
-            "upsert_user_id": upsert_user_id}
+            "upsert_user_id": upsert_user_id, "floor_upsert_user_id": floor_upsert_user_id}
 
 
 def endpoints(data: dict) -> list[tuple[str, str, str]]:
@@ -319,7 +326,17 @@ def main(argv: list[str] | None = None) -> int:
                    ("bare Flask + 1 PostgreSQL query", bare.url, "/bare-db",
                     lua_script("GET", {})),
                    ("stack floor: ORM key lookup + Flask-Limiter", floor.url, "/floor",
-                    lua_script("GET", {"Authorization": f"Bearer {data['key']}"}))]
+                    lua_script("GET", {"Authorization": f"Bearer {data['key']}"})),
+                   ("stack floor: the user upsert statement alone", floor.url,
+                    f"/floor-upsert/{data['floor_upsert_user_id']}",
+                    lua_script("PUT", {"Content-Type": "application/json"},
+                               json.dumps(FLOOR_UPSERT_BODY))),
+                   ("stack floor: key lookup with the agents + Flask-Limiter + the message write",
+                    floor.url, "/floor-message",
+                    lua_script("POST", {"Authorization": f"Bearer {data['key']}",
+                                        "Content-Type": "application/json",
+                                        "X-Cueapi-From-Agent": data["sender"]},
+                               json.dumps({"to": data["receiver"], "body": "floor message"})))]
         targets += [(label, cueline.url, path, script)
                     for label, path, script in endpoints(data)]
         results = []

@@ -1,10 +1,11 @@
-"""The benchmark's CPU accounting: a process tree's CPU time includes busy descendants."""
+"""The benchmark tools: CPU accounting over process trees, round-trip pricing, the floor app."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -58,3 +59,60 @@ def test_round_trip_costs_price_both_placements_and_restore_affinity(pg_cluster)
         return
     assert [row["placement"] for row in rows] == ["same core", "different cores"]
     assert all(0 < row["client_cpu_us"] <= row["wall_us"] * 2 for row in rows)
+
+
+def _floor_app(url: str):
+    """A fresh instance of ``bench/floor_app.py`` on ``url`` (it reads DATABASE_URL on import)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "floor_app.py"
+    spec = importlib.util.spec_from_file_location(f"floor_app_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    previous = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if previous is None:
+            del os.environ["DATABASE_URL"]
+        else:
+            os.environ["DATABASE_URL"] = previous
+    return module
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL statements
+def test_floor_routes_do_their_work(make_app):
+    """The benchmark's floors read and write Cueline's tables as the endpoints they bound do."""
+    from tests.helpers import key_headers, register
+
+    cueline = make_app()
+    client = cueline.test_client()
+    key, _ = register(client)
+    user = client.get("/v1/auth/me", headers=key_headers(key)).get_json()
+    sender, receiver = (client.post("/v1/agents", headers=key_headers(key),
+                                    json={"display_name": name}).get_json()["id"]
+                        for name in ("Floor sender", "Floor receiver"))
+    url = cueline.config["SQLALCHEMY_DATABASE_URI"]
+    floor = _floor_app(url).app.test_client()
+
+    read = floor.get("/floor", headers=key_headers(key))
+    assert read.status_code == 200 and read.get_json()["id"] == user["id"]
+    assert floor.get("/floor", headers=key_headers("cue_sk_" + "0" * 32)).status_code == 401
+
+    sent = floor.post("/floor-message", headers={**key_headers(key),
+                                                 "X-Cueapi-From-Agent": sender},
+                      json={"to": receiver, "body": "from the floor"})
+    assert sent.status_code == 201, sent.get_json()
+    inbox = client.get(f"/v1/agents/{receiver}/inbox", headers=key_headers(key)).get_json()
+    assert [m["body"] for m in inbox["messages"]] == ["from the floor"]
+    stranger = floor.post("/floor-message", headers={**key_headers(key),
+                                                     "X-Cueapi-From-Agent": "agt_000000000000"},
+                          json={"to": receiver, "body": "x"})
+    assert stranger.status_code == 404
+
+    upserted = floor.put(f"/floor-upsert/{user['id']}",
+                         json={"email": "floor@example.com", "slug": "floor", "plan": "pro"})
+    assert upserted.status_code == 200, upserted.get_json()
+    me = client.get("/v1/auth/me", headers=key_headers(key)).get_json()
+    assert (me["email"], me["slug"], me["plan"]) == ("floor@example.com", "floor", "pro")
