@@ -48,17 +48,17 @@ class Owner(Party):
             f"/v1/agents/{agent or self.agent_id}/attachments",
             headers={**self.headers, "X-CueAPI-Daemon-Id": daemon_id},
             json={"label": label, "task_name": task_name,
-                  "ipc_session_token": token or ulid(), **fields})
+                  "ipc_session_token": ulid() if token is None else token, **fields})
 
     def detach_attachment(self, daemon_id, token, agent=None):
         return self.client.delete(f"/v1/agents/{agent or self.agent_id}/attachments/{token}",
                                   headers={**self.headers, "X-CueAPI-Daemon-Id": daemon_id})
 
-    def reconcile(self, daemon_id, attachments, body_daemon=None, **fields):
+    def reconcile(self, header_daemon, attachments, body_daemon=None, **fields):
         return self.client.post(
             "/v1/agents/reconcile-attachments",
-            headers={**self.headers, "X-CueAPI-Daemon-Id": daemon_id},
-            json={"daemon_id": body_daemon or daemon_id,
+            headers={**self.headers, "X-CueAPI-Daemon-Id": header_daemon},
+            json={"daemon_id": body_daemon or header_daemon,
                   "reconciled_at": "2026-05-12T09:00:00Z", "attachments": attachments,
                   **fields})
 
