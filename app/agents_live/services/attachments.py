@@ -223,8 +223,7 @@ def reconcile(user_id: uuid.UUID, daemon_id: uuid.UUID,
         .where(*mine).distinct()).scalars().all()
     lock_agents(agent_ids)  # two reconciles of one daemon queue instead of deadlocking
     rows = db.session.execute(
-        select(LiveSession.id, LiveSession.label, LiveSession.ipc_session_token,
-               LiveSession.transport)
+        select(LiveSession.id, LiveSession.label, LiveSession.ipc_session_token)
         .join(Agent, Agent.id == LiveSession.agent_id)
         .where(*mine, LiveSession.agent_id.in_(agent_ids))).all() if agent_ids else []
     listed = {(entry["label"], entry["ipc_session_token"]): entry["task_name"]
@@ -235,7 +234,9 @@ def reconcile(user_id: uuid.UUID, daemon_id: uuid.UUID,
         task_name = listed.get((row.label, row.ipc_session_token))
         if task_name is not None:
             by_task[task_name].append(row.id)
-        elif row.transport == "ipc":
+        else:
+            # Whatever its transport was when read: the guarded UPDATE below decides (and
+            # counts), so a reconcile is right also when its read was older than its write.
             stale.append(row.id)
     upserted = 0
     for task_name, ids in by_task.items():
