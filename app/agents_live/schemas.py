@@ -87,9 +87,14 @@ class LiveSessionUpdateSchema(StrictSchema):
 
 
 class LiveSessionHeartbeatSchema(StrictSchema):
-    """Optional body of ``POST …/live-sessions/{label}/heartbeat``."""
+    """Optional body of ``POST …/live-sessions/{label}/heartbeat`` (``null`` is no body, as
+    upstream's optional body allows)."""
 
     monitor_version = _optional_text(MONITOR_VERSION_MAX)
+
+    @ma.pre_load
+    def _null_is_empty(self, data, **kwargs):
+        return {} if data is None else data
 
 
 class LiveSessionListQuerySchema(BaseSchema):

@@ -240,6 +240,10 @@ def test_heartbeat(owner, client, clock):
     assert owner.sessions()[0]["heartbeat_age_sec"] == 7
     assert client.post(url, headers=owner.headers,
                        json={"monitor_version": None}).get_json()["monitor_version"] == "v2"
+    null_body = client.post(url, headers=owner.headers, data="null",
+                            content_type="application/json")
+    assert null_body.status_code == 200
+    assert client.post(url, headers=owner.headers, json=[]).status_code == 422
     bad = client.post(url, headers=owner.headers, json={"status": "alive"})
     assert bad.status_code == 422 and error_of(bad)["details"][0]["field"] == "body.status"
     missing = client.post(owner.sessions_url() + "/other/heartbeat", headers=owner.headers)
