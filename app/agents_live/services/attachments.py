@@ -158,10 +158,13 @@ def _attach_once(agent: Agent, daemon_id: uuid.UUID, fields: dict[str, Any],
         db.session.rollback()
         raise error
     # The same daemon again: the old row is detached first (freeing its label, default and
-    # cue), then the new one takes them over.
+    # cue), then the new one takes them over.  The detach only applies if the default and
+    # attestation token are still what was read, so what is carried over is never stale.
     detached = db.session.execute(
-        update(LiveSession).where(LiveSession.id == existing.id,
-                                  LiveSession.detached_at.is_(None))
+        update(LiveSession).where(
+            LiveSession.id == existing.id, LiveSession.detached_at.is_(None),
+            LiveSession.is_default.is_(existing.is_default),
+            LiveSession.session_token.is_not_distinct_from(existing.session_token))
         .values(detached_at=now, is_default=False)
         .execution_options(synchronize_session=False)).rowcount
     if detached != 1:
