@@ -49,11 +49,13 @@ MODULES: tuple[Module, ...] = (
     Module("usage", "app.quotas.routes"),
     Module("device_code", "app.auth.device.routes", disabled_by="DISABLE_DEVICE_CODE"),
     Module("sessions", "app.auth.sessions"),
+    Module("live_sessions", "app.agents_live.routes.live_sessions"),
+    Module("ipc_attachments", "app.agents_live.routes.attachments"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
-                 "app.auth.models", "app.auth.device.models")
+                 "app.auth.models", "app.auth.device.models", "app.agents_live.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024

@@ -107,3 +107,23 @@ def test_cue_primitive_routes_follow_the_flag(make_app, disabled):
     assert "/v1/usage" in rules  # usage stays in every packaging
     paths = _openapi_paths(app)
     assert ("/v1/cues" in paths) is not disabled and "/v1/usage" in paths
+
+
+LIVE_ROUTES = {
+    "/v1/agents/<ref>/live-sessions", "/v1/agents/<ref>/live-sessions/<label>",
+    "/v1/agents/<ref>/live-sessions/<label>/heartbeat", "/v1/agents/<ref>/attachments",
+    "/v1/agents/<ref>/attachments/<token>", "/v1/agents/reconcile-attachments"}
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_live_sessions_and_attachments_are_mounted_in_every_packaging(make_app, flag):
+    """Wire §3 rows 59-66 have no gate: no flag removes them."""
+    app = make_app(**{flag: True}, INTERNAL_AUTH_TOKEN=TOKEN)
+    assert {"live_sessions", "ipc_attachments"} <= set(app.extensions["cueline_modules"])
+    assert LIVE_ROUTES <= _rules(app)
+    assert LIVE_ROUTES <= _openapi_paths(app)
+    module_rules = set()
+    for module in MODULES:
+        if module.name in ("live_sessions", "ipc_attachments"):
+            module_rules |= _module_rules(app, module)
+    assert module_rules == LIVE_ROUTES

@@ -137,6 +137,9 @@ class Execution(db.Model):
     outcome_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
                                                            nullable=True)
+    # "ipc" when a manual fire found the cue bound to an IPC live session (wire §7.8): a
+    # signal for the daemon, not part of the wire execution object.
+    delivery_mode_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

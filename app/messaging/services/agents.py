@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.agents_live.services.live_sessions import detach_agent_sessions
 from app.auth.tokens import generate_webhook_secret
 from app.db import utcnow, violated_columns
 from app.errors import BadRequest, Conflict, NotFound
@@ -164,6 +165,7 @@ def delete_agent(user_id: uuid.UUID, ref: str) -> None:
     now = utcnow()
     agent.deleted_at = now
     agent.updated_at = now
+    detach_agent_sessions(agent.id, now)  # a deleted agent holds no live session, label or cue
     db.session.commit()
 
 

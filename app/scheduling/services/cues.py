@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.agents_live.services.attachments import requested_delivery_mode
 from app.db import utcnow, violated_columns
 from app.errors import BadRequest, Conflict
 from app.extensions import db
@@ -290,14 +291,16 @@ def fire_cue(user: User, cue_id: str, send_at: datetime | None, now: datetime | 
     when = now
     if send_at is not None and sched.as_utc(send_at) > now:
         when = sched.as_utc(send_at)
-    execution = new_execution(cue, when, "manual_fire", now)
+    execution = new_execution(cue, when, "manual_fire", now,
+                              delivery_mode_requested=requested_delivery_mode(cue))
     return execution
 
 
 def new_execution(cue: Cue, when: datetime, trigger: str, now: datetime,
-                  replayed_from=None) -> Execution:
+                  replayed_from=None, delivery_mode_requested=None) -> Execution:
     """Insert a pending execution of ``cue`` at ``when`` and commit.
 
+    ``delivery_mode_requested`` (a value or a SQL expression) is stored as given (wire §7.8).
     Two manual executions of one cue in the same microsecond would collide on the
     ``(cue_id, scheduled_for)`` key; the second is nudged by a microsecond instead of failing.
     """
@@ -305,7 +308,7 @@ def new_execution(cue: Cue, when: datetime, trigger: str, now: datetime,
         execution = Execution(cue_id=cue.id, scheduled_for=when + timedelta(microseconds=attempt),
                               status="pending", triggered_by=trigger,
                               replayed_from=replayed_from, attempts=0, created_at=now,
-                              updated_at=now)
+                              updated_at=now, delivery_mode_requested=delivery_mode_requested)
         db.session.add(execution)
         try:
             db.session.commit()
