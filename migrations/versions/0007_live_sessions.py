@@ -1,7 +1,7 @@
 """live sessions: agent_live_sessions (live sessions and IPC attachments), and the execution's
 delivery_mode_requested
 
-Revision ID: 0010_live_sessions
+Revision ID: 0007_live_sessions
 Revises: 0006_principals
 Create Date: 2026-11-24
 """
@@ -9,7 +9,7 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_live_sessions"
+revision = "0007_live_sessions"
 down_revision = "0006_principals"
 branch_labels = None
 depends_on = None
