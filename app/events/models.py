@@ -99,7 +99,11 @@ class Subscription(db.Model):
     last_acked_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    #: Webhook dispatch lease: a worker sending this subscription's batch holds it until then.
+    #: When a webhook request last carried priority-4 events (their debounce window).
+    priority_4_dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(),
+                                                                     nullable=True)
+    #: Webhook dispatch lease: a worker sending this subscription's batch holds it until then
+    #: (also held to the end of a debounce window, so nobody re-claims it meanwhile).
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     detached_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

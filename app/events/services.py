@@ -218,7 +218,8 @@ def pull_events(user_id, ref: str, *, since: int, limit: int, event_type: str | 
     waiter = None
     if wait and can_wait:
         # Registered before the first read, so an event committed in between still wakes it.
-        waiter = waiting.waiters.register(agent_id, config["EVENTS_LONG_POLL_MAX_WAITERS"])
+        waiter = waiting.waiters.register(
+            agent_id, waiting.waiter_limit(config["EVENTS_LONG_POLL_MAX_WAITERS"]))
     try:
         deadline = time.monotonic() + float(config["EVENTS_LONG_POLL_SECONDS"])
         events = _read(agent_id, since, limit, event_type)

@@ -90,6 +90,23 @@ class Waiters:
 
 waiters = Waiters()
 
+#: Request threads of this process when the server told us (gunicorn.conf.py does for its
+#: workers); a long poll then leaves at least one thread for other requests.
+thread_capacity: int | None = None
+
+
+def set_thread_capacity(threads: int) -> None:
+    """Record how many requests this process serves at once (called by gunicorn.conf.py)."""
+    global thread_capacity
+    thread_capacity = max(int(threads), 1)
+
+
+def waiter_limit(configured: int) -> int:
+    """Long polls that may wait at once in this process."""
+    if thread_capacity is None:
+        return configured
+    return max(min(configured, thread_capacity - 1), 0)
+
 
 class Listener:
     """One ``LISTEN`` connection per process (PostgreSQL), started by the first long poll."""

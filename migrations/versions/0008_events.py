@@ -69,6 +69,7 @@ def upgrade():
         sa.Column("last_acked_event_id", sa.BigInteger(), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("priority_4_dispatched_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("detached_at", sa.DateTime(timezone=True), nullable=True),
