@@ -1,6 +1,7 @@
 """``/v1/agents/{ref}/subscriptions`` and ``/v1/agents/{ref}/events`` (wire §11.1)."""
 
 from flask import request
+from marshmallow import RAISE
 from flask.views import MethodView
 
 from app.api import Blueprint
@@ -59,7 +60,7 @@ class SubscriptionAck(MethodView):
 class Events(MethodView):
     @single_statement
     @auth_required
-    @blp.arguments(schemas.EventQuerySchema, location="query")
+    @blp.arguments(schemas.EventQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, schemas.EventPageSchema)
     def get(self, query, ref):
         """Pull the agent's events after a cursor; wait=long waits up to 30 s for one."""

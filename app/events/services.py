@@ -174,8 +174,8 @@ def _read(agent_id: str, since: int, limit: int, event_type: str | None) -> list
 
 
 def _release_connection() -> None:
-    """End the session's transaction and give its connection back to the pool."""
-    db.session.rollback()
+    """End the session's transaction and give its connection back to the pool (``close``
+    detaches the rows read so far without expiring them: they are still serialised)."""
     db.session.close()
 
 
