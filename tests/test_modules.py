@@ -107,3 +107,18 @@ def test_cue_primitive_routes_follow_the_flag(make_app, disabled):
     assert "/v1/usage" in rules  # usage stays in every packaging
     paths = _openapi_paths(app)
     assert ("/v1/cues" in paths) is not disabled and "/v1/usage" in paths
+
+
+EVENT_ROUTES = {"/v1/agents/<ref>/subscriptions",
+                "/v1/agents/<ref>/subscriptions/<subscription_id>",
+                "/v1/agents/<ref>/subscriptions/<subscription_id>/ack",
+                "/v1/agents/<ref>/events"}
+
+
+@pytest.mark.parametrize("values", list(itertools.product([False, True], repeat=len(FLAGS))),
+                         ids=lambda v: "".join("1" if x else "0" for x in v))
+def test_event_routes_are_always_mounted(make_app, values):
+    """Events and subscriptions are part of the messaging primitive: no flag removes them."""
+    app = make_app(**dict(zip(FLAGS, values, strict=True)), INTERNAL_AUTH_TOKEN=TOKEN)
+    assert "events" in app.extensions["cueline_modules"]
+    assert EVENT_ROUTES <= _rules(app) and EVENT_ROUTES <= _openapi_paths(app)
