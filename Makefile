@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 # The cueapi CLI ships a top-level module named like cueapi-sdk's, so it gets its own venv.
 CLI_VENV ?= .venv-cli
 CLI_STAMP := $(CLI_VENV)/.installed
+# The event commands of the clients exist in their 0.2.0 sources but not in the builds on PyPI
+# (cueapi 0.2.0, cueapi-sdk 0.1.3): given source checkouts, these venvs run them in the suite.
+SDK_VENV ?= .venv-sdk
+CLI_SRC_VENV ?= .venv-cli-src
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WEB_WORKERS ?= 2
@@ -27,6 +31,18 @@ $(CLI_STAMP):
 	test -x $(CLI_VENV)/bin/python || $(PYTHON) -m venv $(CLI_VENV)
 	$(CLI_VENV)/bin/python -m pip install --quiet 'cueapi==0.2.0'
 	touch $(CLI_STAMP)
+
+$(SDK_VENV)/.installed:
+	@test -n "$(CUEAPI_SDK_SRC)" || { echo "set CUEAPI_SDK_SRC to a cueapi-python checkout (0.2.0)"; exit 1; }
+	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet '$(CUEAPI_SDK_SRC)'
+	touch $@
+
+$(CLI_SRC_VENV)/.installed:
+	@test -n "$(CUEAPI_CLI_SRC)" || { echo "set CUEAPI_CLI_SRC to a cueapi-cli checkout (0.2.0)"; exit 1; }
+	test -x $(CLI_SRC_VENV)/bin/python || $(PYTHON) -m venv $(CLI_SRC_VENV)
+	$(CLI_SRC_VENV)/bin/python -m pip install --quiet '$(CUEAPI_CLI_SRC)'
+	touch $@
 
 install: $(STAMP)
 
@@ -52,6 +68,8 @@ system-deps:
 test: system-deps $(STAMP) $(CLI_STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 \
 		CUELINE_CUEAPI_CLI=$(CURDIR)/$(CLI_VENV)/bin/cueapi \
+		CUELINE_CUEAPI_SDK_PYTHON=$(if $(wildcard $(SDK_VENV)/.installed),$(CURDIR)/$(SDK_VENV)/bin/python) \
+		CUELINE_CUEAPI_EVENTS_CLI=$(if $(wildcard $(CLI_SRC_VENV)/.installed),$(CURDIR)/$(CLI_SRC_VENV)/bin/cueapi) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make soak: the reliability suite at full strength (thousands of fuzzed requests).
@@ -73,4 +91,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check app config.py wsgi.py gunicorn.conf.py tests client examples
 
 clean:
-	rm -rf $(VENV) $(CLI_VENV) *.egg-info
+	rm -rf $(VENV) $(CLI_VENV) $(SDK_VENV) $(CLI_SRC_VENV) *.egg-info
