@@ -32,13 +32,19 @@ from bench.http_bench import RESULTS, machine  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
 
-def _app(url: str):
+def _app(url: str, notify: bool = True):
     from flask_migrate import upgrade
+    from sqlalchemy import text
 
     app = create_app({"ENV": "test", "DATABASE_URL": url, "RATELIMIT_ENABLED": False,
                       "DISABLE_QUOTA_ENFORCEMENT": True, "LOG_LEVEL": "WARNING"})
     with app.app_context():
         upgrade()
+        if not notify:  # price the long-poll notification on its own
+            from app.extensions import db
+
+            db.session.execute(text("ALTER TABLE events DISABLE TRIGGER events_notify"))
+            db.session.commit()
     return app
 
 
@@ -99,21 +105,33 @@ def measure(app, sends: int, rounds: int) -> dict:
             "cpu_range": [round(min(cpu)), round(max(cpu))]}
 
 
+class _Done(Exception):
+    """--postgresql-only: skip the SQLite run."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--label", default="")
+    parser.add_argument("--no-notify", action="store_true",
+                        help="PostgreSQL: disable the events NOTIFY trigger")
+    parser.add_argument("--postgresql-only", action="store_true")
     args = parser.parse_args(argv)
     results = {}
     cluster = PostgresCluster()
     cluster.start()
     try:
-        results["postgresql"] = measure(_app(cluster.create_database("send_bench")),
-                                        args.sends, args.rounds)
+        results["postgresql"] = measure(
+            _app(cluster.create_database("send_bench"), notify=not args.no_notify),
+            args.sends, args.rounds)
         with tempfile.TemporaryDirectory() as tmp:
+            if args.postgresql_only:
+                raise _Done
             results["sqlite"] = measure(_app(f"sqlite:///{tmp}/bench.db"), args.sends,
                                         args.rounds)
+    except _Done:
+        pass
     finally:
         cluster.cleanup()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -6,12 +6,28 @@ import pytest
 from sqlalchemy import select
 
 from tests.messaging.conftest import Party
+from tests.messaging.test_push import Receiver
 
 
 @pytest.fixture
 def party(client):
     """``party()`` registers a new user on the test client."""
     return lambda email=None: Party(client, email)
+
+
+@pytest.fixture
+def receivers():
+    """``receivers(statuses=…, delay=…)`` → a loopback webhook receiver (messaging's)."""
+    made = []
+
+    def _make(**kwargs):
+        receiver = Receiver(**kwargs)
+        made.append(receiver)
+        return receiver
+
+    yield _make
+    for receiver in made:
+        receiver.close()
 
 
 @pytest.fixture

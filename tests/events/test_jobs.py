@@ -16,7 +16,6 @@ from app.worker import Job
 from app.worker.loop import Worker
 from tests.events.conftest import stored_events, subscribe
 from tests.messaging.conftest import Party
-from tests.messaging.test_push import receivers  # noqa: F401 - the loopback receiver fixture
 
 DISPATCH = (Job("event_webhooks", "app.events.jobs:dispatch_webhooks"),)
 DIGESTS = (Job("event_digests", "app.events.jobs:emit_digests"),)
