@@ -34,7 +34,7 @@ from flask import current_app
 from sqlalchemy import and_, case, exists, func, or_, select, update
 
 from app.db import dialect_name, utcnow
-from app.events.models import Event, Subscription
+from app.events.models import Event, Subscription, visible
 from app.events.registry import (
     BREAKER_PAUSE_SECONDS,
     BREAKER_THRESHOLD,
@@ -55,11 +55,16 @@ def _lease_seconds() -> float:
     return float(current_app.config["WEBHOOK_TIMEOUT_SECONDS"]) + LEASE_MARGIN_SECONDS
 
 
+def _committed():
+    """Events a reader may take (PostgreSQL: none still being committed; see the model)."""
+    return (visible(),) if dialect_name() == "postgresql" else ()
+
+
 def _pending():
     return exists().where(
         Event.recipient_agent_id == Subscription.subscriber_agent_id,
         Event.event_type == Subscription.event_type,
-        Event.id > func.coalesce(Subscription.last_dispatched_event_id, 0))
+        Event.id > func.coalesce(Subscription.last_dispatched_event_id, 0), *_committed())
 
 
 def claim(limit: int, now: datetime | None = None) -> list[uuid.UUID]:
@@ -98,7 +103,8 @@ def _batch(subscription: Subscription, now: datetime) -> tuple[list[Event], date
         select(Event)
         .where(Event.recipient_agent_id == subscription.subscriber_agent_id,
                Event.event_type == subscription.event_type,
-               Event.id > func.coalesce(subscription.last_dispatched_event_id, 0))
+               Event.id > func.coalesce(subscription.last_dispatched_event_id, 0),
+               *_committed())
         .order_by(Event.id).limit(WEBHOOK_BATCH)).scalars())
     window = float(current_app.config["PRIORITY_4_DEBOUNCE_SECONDS"])
     last = subscription.priority_4_dispatched_at

@@ -7,6 +7,12 @@
 * A webhook subscription has a URL and a pull one has none (a check constraint).
 * ``events.idempotency_key`` is unique per event type when set: a digest of the same events is
   written once even if two workers build it.
+* ``events.tx`` (PostgreSQL) is the id of the transaction that wrote the event.  Ids come from a
+  sequence, so a transaction can commit event 11 while event 10's is still running; a reader
+  that moved its cursor past 11 would never see 10.  Readers therefore only take events whose
+  transaction is older than every transaction still running (:func:`visible`), which makes the
+  stream append-only in id order.  SQLite runs one writer at a time, so ids are assigned in
+  commit order there and the column stays empty.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
@@ -52,6 +59,8 @@ class Event(db.Model):
         Index("ix_events_undigested", "priority", "id",
               sqlite_where=text("digested_at IS NULL"),
               postgresql_where=text("digested_at IS NULL")),
+        # Ids are never reused on SQLite either (a cursor must never see an old id again).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
@@ -64,9 +73,19 @@ class Event(db.Model):
     #: The message's priority for ``message.delivered`` events (digest and debounce read it).
     priority: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
     digested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The writing transaction's id (PostgreSQL fills it in itself; see the module docstring).
+    # (FetchedValue: the ORM leaves the column out of its INSERTs, so the default applies.)
+    tx: Mapped[int | None] = mapped_column(BigInteger, nullable=True,
+                                           server_default=FetchedValue())
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.event_type}>"
+
+
+def visible():
+    """The condition a reader of the stream adds on PostgreSQL: the event's transaction is
+    older than every transaction still in progress (so no lower id can still appear)."""
+    return Event.tx < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 
 class Subscription(db.Model):

@@ -27,10 +27,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_webhook_secret
-from app.db import utcnow, violated_columns
+from app.db import dialect_name, utcnow, violated_columns
 from app.errors import BadRequest, Conflict, NotFound
 from app.events import waiting
-from app.events.models import Event, Subscription
+from app.events.models import Event, Subscription, visible
 from app.events.registry import EVENT_TYPES
 from app.extensions import db
 from app.messaging.addressing import resolve_owned_agent
@@ -168,6 +168,8 @@ class EventPage:
 def _read(agent_id: str, since: int, limit: int, event_type: str | None) -> list[Event]:
     query = (select(Event).where(Event.recipient_agent_id == agent_id, Event.id > since)
              .order_by(Event.id).limit(limit))
+    if dialect_name() == "postgresql":
+        query = query.where(visible())  # never pass an event still being committed
     if event_type is not None:
         query = query.where(Event.event_type == event_type)
     return list(db.session.execute(query).scalars())
@@ -188,17 +190,21 @@ def _wait_for_events(agent_id: str, waiter: threading.Event, since: int, limit: 
     notified = config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
     if notified:
         waiting.listener.ensure_started(config["SQLALCHEMY_DATABASE_URI"])
+    # Notifications are trusted until one wakes the poll and the read finds nothing (an event
+    # waiting behind an older transaction still in progress): then it re-checks.
+    quiet = True
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
-        trusted = notified and waiting.listener.connected.is_set()
-        waiter.wait(remaining if trusted else min(remaining, recheck))
+        trusted = notified and quiet and waiting.listener.connected.is_set()
+        woken = waiter.wait(remaining if trusted else min(remaining, recheck))
         waiter.clear()
         events = _read(agent_id, since, limit, event_type)
         _release_connection()
         if events:
             return events
+        quiet = quiet and not woken
 
 
 def pull_events(user_id, ref: str, *, since: int, limit: int, event_type: str | None,

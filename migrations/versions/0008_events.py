@@ -1,4 +1,5 @@
-"""events: the event log, agents' subscriptions, and (PostgreSQL) the insert notification
+"""events: the event log, agents' subscriptions, and (PostgreSQL) the insert notification and
+the writing transaction's id
 
 Revision ID: 0008_events
 Revises: 0006_principals
@@ -41,9 +42,11 @@ def upgrade():
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
         sa.Column("priority", sa.SmallInteger(), nullable=True),
         sa.Column("digested_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("tx", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(["recipient_agent_id"], ["agents.id"], ondelete="CASCADE",
                                 name=op.f("fk_events_recipient_agent_id_agents")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_events_recipient_agent_id_id", "events", ["recipient_agent_id", "id"])
     op.create_index("ix_events_emitted_at", "events", ["emitted_at"])
@@ -92,6 +95,10 @@ def upgrade():
                     postgresql_where=sa.text("detached_at IS NULL"))
 
     if op.get_bind().dialect.name == "postgresql":
+        # The writing transaction's id, for readers that must not pass an event still being
+        # committed (app.events.models.visible).
+        op.execute("ALTER TABLE events ALTER COLUMN tx SET DEFAULT "
+                   "(pg_current_xact_id()::text::bigint)")
         op.execute(NOTIFY_FUNCTION)
         op.execute(NOTIFY_TRIGGER)
 

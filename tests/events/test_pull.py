@@ -276,3 +276,29 @@ def test_waiter_limit_leaves_a_thread_free(monkeypatch):
     assert waiting.waiter_limit(100) == 7 and waiting.waiter_limit(3) == 3
     monkeypatch.setattr(waiting, "thread_capacity", 1)
     assert waiting.waiter_limit(100) == 0
+
+
+def test_cursor_never_passes_an_event_still_being_committed(app, alice, pair, backend):
+    """Event ids come from a sequence: a later id can commit first.  A reader only sees events
+    whose transaction is older than every one still running, so its cursor can never move
+    past an event that appears later."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: ids are assigned in commit order")
+    from sqlalchemy import create_engine, text
+
+    sender, recipient = pair
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.connect() as slow:
+            slow.execute(text("INSERT INTO events (event_type, recipient_agent_id, payload, "
+                              "emitted_at) VALUES ('turn.pass', :agent, '{}', now())"),
+                         {"agent": recipient["id"]})  # not committed yet
+            sent = alice.send(sender["id"], recipient["id"]).get_json()  # a later id, committed
+            page = _events(alice, recipient["id"])
+            assert page["events"] == [] and page["next_cursor"] is None
+            slow.commit()
+        page = _events(alice, recipient["id"])
+        assert [e["event_type"] for e in page["events"]] == ["turn.pass", "message.delivered"]
+        assert page["events"][1]["payload"]["message_id"] == sent["id"]
+    finally:
+        engine.dispose()
