@@ -101,6 +101,15 @@ class Config:
     AUTHZ_HOOK_TIMEOUT_SECONDS: float = 5.0
     AUTHZ_ALLOWLIST: str = ""
 
+    # --- events: long poll, digests, webhook subscriptions ----------------------------------
+    EVENTS_LONG_POLL_SECONDS: float = 30.0
+    EVENTS_LONG_POLL_RECHECK_SECONDS: float = 1.0
+    EVENTS_LONG_POLL_MAX_WAITERS: int = 100
+    DIGEST_PERIOD_SECONDS: float = 600.0
+    DIGEST_MIN_BATCH_SIZE: int = 1
+    PRIORITY_4_DEBOUNCE_SECONDS: float = 2.0
+    EVENT_RETENTION_DAYS: int = 7
+
     # --- e-mail (device-code login links) ---------------------------------------------------
     SMTP_URL: str = ""  # empty = log messages instead of sending them (development)
     MAIL_FROM: str = ""
@@ -245,6 +254,7 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))
     problems.extend(_messaging_problems(values))
+    problems.extend(_events_problems(values))
     problems.extend(_mail_problems(values))
     problems.extend(_delegation_problems(values))
     return problems
@@ -268,6 +278,25 @@ def _delegation_problems(values: Mapping[str, Any]) -> list[str]:
         problems.append("AUDIT_RETENTION_INTERVAL_SECONDS and AUDIT_FLUSH_BATCH must be at least 1")
     if not 0 < values["AUDIT_FLUSH_INTERVAL_SECONDS"] <= 60:
         problems.append("AUDIT_FLUSH_INTERVAL_SECONDS must be greater than 0 and at most 60")
+    return problems
+
+
+def _events_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the event settings (long poll, digests, webhook subscriptions)."""
+    problems: list[str] = []
+    if not 0 < values["EVENTS_LONG_POLL_SECONDS"] <= 30:
+        problems.append("EVENTS_LONG_POLL_SECONDS must be greater than 0 and at most 30 "
+                        "(the wire protocol's long-poll limit)")
+    if values["EVENTS_LONG_POLL_RECHECK_SECONDS"] <= 0:
+        problems.append("EVENTS_LONG_POLL_RECHECK_SECONDS must be greater than 0")
+    if values["EVENTS_LONG_POLL_MAX_WAITERS"] < 0:
+        problems.append("EVENTS_LONG_POLL_MAX_WAITERS must not be negative (0 = never wait)")
+    if values["DIGEST_PERIOD_SECONDS"] < 1 or values["DIGEST_MIN_BATCH_SIZE"] < 1:
+        problems.append("DIGEST_PERIOD_SECONDS and DIGEST_MIN_BATCH_SIZE must be at least 1")
+    if values["PRIORITY_4_DEBOUNCE_SECONDS"] < 0:
+        problems.append("PRIORITY_4_DEBOUNCE_SECONDS must not be negative (0 = no debounce)")
+    if values["EVENT_RETENTION_DAYS"] < 0:
+        problems.append("EVENT_RETENTION_DAYS must not be negative (0 = keep forever)")
     return problems
 
 

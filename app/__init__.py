@@ -43,6 +43,7 @@ MODULES: tuple[Module, ...] = (
     Module("internal_invites", "app.auth.invite_routes", requires="EXTERNAL_AUTH_BACKEND"),
     Module("agents", "app.messaging.routes.agents"),
     Module("messages", "app.messaging.routes.messages"),
+    Module("events", "app.events.routes"),
     Module("cues", "app.scheduling.routes.cues", disabled_by="DISABLE_CUE_PRIMITIVE"),
     Module("executions", "app.scheduling.routes.executions", disabled_by="DISABLE_CUE_PRIMITIVE"),
     Module("workers", "app.scheduling.routes.workers", disabled_by="DISABLE_CUE_PRIMITIVE"),
@@ -55,7 +56,8 @@ MODULES: tuple[Module, ...] = (
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
-                 "app.auth.models", "app.auth.device.models", "app.agents_live.models")
+                 "app.auth.models", "app.auth.device.models", "app.agents_live.models",
+                 "app.events.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024

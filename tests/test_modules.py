@@ -127,3 +127,16 @@ def test_live_sessions_and_attachments_are_mounted_in_every_packaging(make_app, 
         if module.name in ("live_sessions", "ipc_attachments"):
             module_rules |= _module_rules(app, module)
     assert module_rules == LIVE_ROUTES
+EVENT_ROUTES = {"/v1/agents/<ref>/subscriptions",
+                "/v1/agents/<ref>/subscriptions/<subscription_id>",
+                "/v1/agents/<ref>/subscriptions/<subscription_id>/ack",
+                "/v1/agents/<ref>/events"}
+
+
+@pytest.mark.parametrize("values", list(itertools.product([False, True], repeat=len(FLAGS))),
+                         ids=lambda v: "".join("1" if x else "0" for x in v))
+def test_event_routes_are_always_mounted(make_app, values):
+    """Events and subscriptions are part of the messaging primitive: no flag removes them."""
+    app = make_app(**dict(zip(FLAGS, values, strict=True)), INTERNAL_AUTH_TOKEN=TOKEN)
+    assert "events" in app.extensions["cueline_modules"]
+    assert EVENT_ROUTES <= _rules(app) and EVENT_ROUTES <= _openapi_paths(app)

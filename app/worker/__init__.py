@@ -60,6 +60,9 @@ JOBS: tuple[Job, ...] = (
     Job("message_push_recovery", "app.messaging.jobs:recover_stale_pushes", interval=5.0),
     Job("message_retention", "app.messaging.jobs:run_retention",
         interval="MESSAGE_RETENTION_INTERVAL_SECONDS"),
+    Job("event_webhooks", "app.events.jobs:dispatch_webhooks"),
+    Job("event_digests", "app.events.jobs:emit_digests", interval="DIGEST_PERIOD_SECONDS"),
+    Job("event_retention", "app.events.jobs:prune_events", interval=3600.0),
     Job("audit_retention", "app.auth.audit:prune_audit",
         interval="AUDIT_RETENTION_INTERVAL_SECONDS"),
 )

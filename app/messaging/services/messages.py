@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import commit_keeping_state, insert_together, utcnow, violated_columns
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
+from app.events import emission as events
 from app.extensions import db
 from app.messaging import authorization
 from app.messaging.addressing import new_id, prefetch_agents, resolve_agent
@@ -198,10 +199,17 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         # Push is decided at send time: a recipient with a webhook gets a delivery job.
         next_attempt_at=(send_at or now) if recipient.webhook_url else None,
     )
-    # The message, its idempotency key and the monthly counter are one write (one statement
-    # on PostgreSQL): a concurrent send holding the same key fails as a whole.  The response is
-    # built from ``message`` as written.
-    writes = [(_message_insert(), _message_params(values))]
+    # The message, its idempotency key, its ``message.delivered`` event and the monthly
+    # counter are one write (one statement on PostgreSQL): a concurrent send holding the same
+    # key fails as a whole, and no event exists without its message or message without its
+    # event.  The response is built from ``message`` as written.
+    writes = [(_message_insert(), _message_params(values)),
+              events.message_delivered_write(
+                  message_id=message_id, sender_agent_id=sender.id,
+                  recipient_agent_id=recipient.id, thread_id=thread_id,
+                  reply_to=values["reply_to"], priority=priority,
+                  correlation_id=values["correlation_id"], subject=values["subject"],
+                  body=values["body"], now=now)]
     if key is not None:
         writes.append((_key_insert(), {"key_user_id": user.id, "key_key": key,
                                        "key_message_id": message_id, "key_fingerprint": digest,
@@ -221,6 +229,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
         if replay is None:
             raise
         return replay
+    events.events_emitted((recipient.id,))
     message = Message(**values)
     return SendResult(message, created=True, downgraded=priority != requested)
 
