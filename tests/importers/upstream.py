@@ -314,7 +314,7 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
             "correlation_id": f"corr-{n}" if n % 7 == 0 else None,
             "send_at": now + timedelta(hours=2) if n == 9 else None,
         }
-        if n == 0:  # a fresh send whose Idempotency-Key is still spent
+        if n == 25:  # a fresh send whose Idempotency-Key is still spent
             msg["created_at"] = now - timedelta(hours=1)
             msg["delivery_state"] = "queued"
             up.idempotent_message = msg
