@@ -37,7 +37,8 @@ class Progress:
         self._started = self._last_line = time.monotonic()
         if self.tty:
             self._bar = click.progressbar(length=max(total, 1), label=f"{table:26}",
-                                          file=self.stream, show_pos=True, width=30)
+                                          file=self.stream, show_pos=True, show_percent=True,
+                                          width=30)
             self._bar.__enter__()
         else:
             click.echo(f"{table}: {total} rows to read", file=self.stream)
