@@ -25,7 +25,7 @@ class ImportedRow(db.Model):
 
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    row_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    row_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     # SHA-256 (hex) of the imported values, canonically serialised.
     digest: Mapped[str] = mapped_column(String(64))
     # For counter tables: the count as imported, so both sides' increments can be added.

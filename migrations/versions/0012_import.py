@@ -19,7 +19,7 @@ def upgrade():
         "import_ledger",
         sa.Column("source", sa.String(length=32), nullable=False),
         sa.Column("table_name", sa.String(length=64), nullable=False),
-        sa.Column("row_key", sa.String(length=160), nullable=False),
+        sa.Column("row_key", sa.String(length=512), nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("counter", sa.Integer(), nullable=True),
         sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),

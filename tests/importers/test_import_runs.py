@@ -305,3 +305,54 @@ def test_a_source_built_by_cueapi_cores_migrations(make_app, new_source):
             assert row.triggered_by == "scheduler"
     me = app.test_client().get("/v1/auth/me", headers=key_headers(source.user(5).key))
     assert me.get_json()["slug"] == "team-five"
+
+
+def test_unique_values_held_in_cueline_are_conflicts(make_app, new_source):
+    """A cue name, agent slug, worker id or execution slot that a Cueline row of the same user
+    already holds: the upstream row is refused (and its executions with it)."""
+    source = new_source()
+    app = make_app(ALLOW_PRIVATE_CALLBACK_URLS=True)
+    first = run(app, source.url)
+    client = app.test_client()
+    user = source.user(0)
+    headers = key_headers(user.key)
+    cue = next(c for c in source.cues_of(user.id) if c["callback_transport"] == "webhook")
+    fired = client.post(f"/v1/cues/{cue['id']}/fire", headers=headers, json={})
+    assert fired.status_code == 200, fired.get_json()
+    with app.app_context():
+        slot = db.session.scalar(select(Execution.scheduled_for).where(
+            Execution.id == uuid.UUID(fired.get_json()["id"])))
+    assert client.post("/v1/cues", headers=headers, json={
+        "name": "made in cueline", "schedule": {"type": "recurring", "cron": "0 * * * *"},
+        "callback": {"url": "http://127.0.0.1:9/x"}}).status_code == 201
+    assert client.post("/v1/agents", headers=headers,
+                       json={"display_name": "Scout", "slug": "scout"}).status_code == 201
+    assert client.post("/v1/worker/heartbeat", headers=headers,
+                       json={"worker_id": "laptop"}).status_code == 200
+    # Upstream gets rows wanting the same values.
+    execute(source.url, "INSERT INTO cues (id, user_id, name, schedule_type, schedule_cron, "
+            "callback_url) VALUES ('cue_dupname0001', %(u)s, 'made in cueline', 'recurring', "
+            "'0 * * * *', 'http://127.0.0.1:9/y')", {"u": user.id})
+    execute(source.url, "INSERT INTO executions (cue_id, scheduled_for) VALUES "
+            "('cue_dupname0001', now())")
+    slot_id = uuid.uuid4()
+    execute(source.url, "INSERT INTO executions (id, cue_id, scheduled_for) VALUES "
+            "(%(id)s, %(c)s, %(t)s)", {"id": slot_id, "c": cue["id"], "t": slot})
+    execute(source.url, "INSERT INTO agents (id, user_id, slug, display_name) VALUES "
+            "('agt_dupslug00001', %(u)s, 'scout', 'Scout upstream')", {"u": user.id})
+    worker_id = uuid.uuid4()
+    execute(source.url, "INSERT INTO workers (id, user_id, worker_id) VALUES "
+            "(%(id)s, %(u)s, 'laptop')", {"id": worker_id, "u": user.id})
+    report = run(app, source.url, since=first.snapshot_at - timedelta(minutes=5))
+    codes = {(n.table, n.key): n.code for n in notes(report)}
+    assert codes[("cues", "cue_dupname0001")] == "cue_name_taken"
+    assert codes[("executions", str(slot_id))] == "execution_slot_taken"
+    assert codes[("agents", "agt_dupslug00001")] == "agent_slug_taken"
+    assert codes[("workers", str(worker_id))] == "worker_id_taken"
+    skipped = [n for n in notes(report, SKIPPED, table="executions")]
+    assert [n.code for n in skipped] == ["cue_not_imported"]
+    with app.app_context():
+        assert db.session.get(Cue, "cue_dupname0001") is None
+        assert db.session.get(Execution, slot_id) is None
+        assert db.session.get(Agent, "agt_dupslug00001") is None
+        assert db.session.get(Worker, worker_id) is None
