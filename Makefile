@@ -59,7 +59,7 @@ soak: system-deps $(STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 CUELINE_FUZZ_EXAMPLES=100 \
 		CUELINE_SOAK=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
-## make bench: load, scheduler, bulk-sync and per-layer benchmarks on a throwaway PostgreSQL
+## make bench: load, scheduler, bulk-sync, per-layer and import benchmarks on a throwaway PostgreSQL
 ## cluster (not part of test).
 bench: system-deps $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
@@ -67,6 +67,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/scheduler_bench.py
 	$(BIN)/python bench/bulk_sync_bench.py
 	$(BIN)/python bench/layers_bench.py
+	$(BIN)/python bench/import_bench.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff

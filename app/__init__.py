@@ -57,7 +57,7 @@ MODULES: tuple[Module, ...] = (
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
                  "app.auth.models", "app.auth.device.models", "app.agents_live.models",
-                 "app.events.models")
+                 "app.events.models", "app.importers.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024

@@ -1,4 +1,5 @@
-"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's).
+"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's), plus
+``import-cueapi`` (``app/importers``).
 
 ``config`` is also published as a ``flask.commands`` entry point so it runs *without* building
 the app: a deploy pipeline can check a configuration that ``create_app`` would refuse.
@@ -260,3 +261,6 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(invites_group)
     app.cli.add_command(services_group)
+    from app.importers.cli import import_cueapi
+
+    app.cli.add_command(import_cueapi)

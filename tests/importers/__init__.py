@@ -1,0 +1,1 @@
+"""Tests of the one-way importers (``flask import-cueapi``)."""
