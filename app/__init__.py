@@ -49,11 +49,14 @@ MODULES: tuple[Module, ...] = (
     Module("usage", "app.quotas.routes"),
     Module("device_code", "app.auth.device.routes", disabled_by="DISABLE_DEVICE_CODE"),
     Module("sessions", "app.auth.sessions"),
+    Module("alerts", "app.alerts.routes"),
+    Module("echo", "app.echo.routes"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
-                 "app.auth.models", "app.auth.device.models")
+                 "app.auth.models", "app.auth.device.models", "app.alerts.models",
+                 "app.echo.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
@@ -182,6 +185,10 @@ def _install_request_hooks(app: Flask) -> None:
 
     build_limiter(app)
     app.before_request(parse_json_body)
+
+    from app import verify_echo
+
+    verify_echo.install(app)  # the generic body-verify echo of every write (§1.10)
 
     @app.after_request
     def _stamp_request_id(response):

@@ -72,6 +72,20 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = BodyParser()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(self._verify_echo_doc)
+
+    @staticmethod
+    def _verify_echo_doc(doc, doc_info, *, method, **_kwargs):
+        """Document the body-verify echo header on every write (see app.verify_echo)."""
+        from app import verify_echo
+
+        manual = doc_info.get("manual_doc", {})
+        # Manual parameters replace generated ones when the two are merged: add it there.
+        verify_echo.document(manual if "parameters" in manual else doc, method)
+        return doc
+
     def arguments(self, schema, *args, **kwargs):
         # webargs instantiates a schema class on every request (a third of a small body's
         # parsing cost); request schemas keep no per-load state, so one instance serves all.
@@ -178,6 +192,11 @@ def _read_json_body() -> Any:
     if form_encoded and raw.lstrip()[:1] not in (b"{", b"["):
         # ``curl -d '{…}'`` labels JSON as a form; a real form body is left alone.
         return ma.missing
+    return parse_json_bytes(raw)
+
+
+def parse_json_bytes(raw: bytes) -> Any:
+    """Parse a JSON document with the body rules (depth, no NUL) or raise 400 ``invalid_json``."""
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
