@@ -27,11 +27,14 @@ def database_ok() -> bool:
 
 
 def redis_status() -> str:
-    """``ok`` / ``error`` for the Redis of ``RATELIMIT_STORAGE_URI``; ``none`` without one."""
-    if not current_app.config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss")):
+    """``ok`` / ``error`` for the Redis of ``RATELIMIT_STORAGE_URI``; ``none`` when no Redis is
+    in use (``memory://`` storage, or rate limiting switched off)."""
+    limiter = current_app.extensions["cueline_limiter"]
+    if (not limiter.enabled
+            or not current_app.config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss"))):
         return "none"
     try:
-        return "ok" if current_app.extensions["cueline_limiter"].storage.check() else "error"
+        return "ok" if limiter.storage.check() else "error"
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         log.warning("health: redis check failed: %s", type(exc).__name__)
         return "error"
