@@ -92,9 +92,21 @@ class Blueprint(flask_smorest.Blueprint):
         return super().arguments(resolve_schema_instance(schema), *args, **kwargs)
 
     def response(self, status_code, schema=None, **kwargs):
-        if schema is not None:
-            schema = dumping.install(resolve_schema_instance(schema))
-        return super().response(status_code, schema, **kwargs)
+        if schema is None:
+            return super().response(status_code, schema, **kwargs)
+        schema = resolve_schema_instance(schema)
+
+        def decorator(func):
+            documented = schema
+            if func.__name__ in ("post", "patch", "put") and 200 <= int(status_code) < 300:
+                # A write's success answer may carry the body-verify echo fields.
+                from app import verify_echo
+
+                documented = verify_echo.with_echo_fields(schema)
+            return super(Blueprint, self).response(status_code, dumping.install(documented),
+                                                   **kwargs)(func)
+
+        return decorator
 
 
 class Api(flask_smorest.Api):

@@ -23,6 +23,7 @@ import hashlib
 import json
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, Response, current_app, request
 
 HEADER = "X-CueAPI-Verify-Echo"
@@ -92,3 +93,26 @@ def document(operation: dict[str, Any], method: str) -> dict[str, Any]:
                    for p in parameters if isinstance(p, dict)):
             parameters.append(dict(HEADER_PARAMETER))
     return operation
+
+
+#: Response schemas of writes, extended with the echo fields (one derived class per schema).
+_ECHO_SCHEMAS: dict[type, type] = {}
+
+
+def with_echo_fields(schema: ma.Schema) -> ma.Schema:
+    """``schema`` with the two optional echo fields, so a write's documented answer (which
+    rejects unknown keys) admits them."""
+    if "body_received" in schema.fields:
+        return schema
+    base = type(schema)
+    derived = _ECHO_SCHEMAS.get(base)
+    if derived is None:
+        name = base.__name__.removesuffix("Schema") + "VerifyEchoSchema"
+        derived = _ECHO_SCHEMAS[base] = type(name, (base,), {
+            "__doc__": base.__doc__,
+            "body_received": ma.fields.Raw(allow_none=True, metadata={
+                "description": f"With {HEADER}: true, the request body as received"}),
+            "body_received_sha256": ma.fields.String(metadata={
+                "description": f"With {HEADER}: true, SHA-256 of the body as received"}),
+        })
+    return derived(many=schema.many)
