@@ -234,3 +234,27 @@ def test_claims_are_exclusive_stale_claims_recovered_and_released(private_app, m
         [third] = delivery.claim_alerts(10)
         assert delivery.deliver_alert(*again) is None
         assert db.session.get(Alert, third[0]).delivery_state == "sending"
+
+
+def test_the_documented_receiver_verifies_a_real_alert(private_app, member, receiver):
+    """The ``verify_alert`` example of docs/scheduling.md accepts a delivered alert and refuses
+    a tampered or stale one."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scheduling.md").read_text()
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+              if "def verify_alert" in block]
+    namespace: dict = {}
+    exec(compile(code, "docs/scheduling.md", "exec"), namespace)  # noqa: S102 - our own docs
+    verify_alert = namespace["verify_alert"]
+    secret = member.client.get("/v1/auth/alert-webhook-secret",
+                               headers=member.headers).get_json()["alert_webhook_secret"]
+    _patch(member, alert_webhook_url=receiver.url)
+    _raise_alert(member)
+    run_alert_job(private_app)
+    [(headers, raw)] = receiver.requests
+    assert verify_alert(raw, headers, secret)
+    assert not verify_alert(raw.replace(b"warning", b"critical"), headers, secret)
+    assert not verify_alert(raw, headers, "0" * 64)
+    stale = {**headers, "X-CueAPI-Timestamp": str(int(headers["X-CueAPI-Timestamp"]) - 600)}
+    assert not verify_alert(raw, stale, secret)
