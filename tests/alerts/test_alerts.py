@@ -185,3 +185,45 @@ def test_alert_rows_match_the_listing(app, account):
         assert str(row.user_id) == account.id
         assert re.fullmatch(r"cue_[a-z0-9]{12}", row.cue_id)
         assert datetime.now(UTC) - row.created_at < timedelta(minutes=1)
+
+
+def test_racing_failures_raise_one_alert(app, account, live_server):
+    """Failures of one cue reported at the same moment raise one consecutive_failures alert.
+
+    Webhook executions whose deliveries failed: unlike a worker outcome, such a report writes
+    nothing to the cue, so only the alert's own lock on the cue serialises the decisions.
+    """
+    import threading
+
+    import httpx
+
+    from app.scheduling.models import Execution
+
+    server = live_server(app)
+    response = account.client.post("/v1/cues", headers=account.headers, json={
+        "name": "hook", "schedule": {"type": "recurring", "cron": "0 9 * * *"},
+        "callback": {"url": "https://192.0.2.10/hook"}})
+    cue_id = response.get_json()["id"]
+    executions = [account.fire(cue_id) for _ in range(8)]
+    with app.app_context():
+        for execution_id in executions:
+            db.session.get(Execution, uuid.UUID(execution_id)).status = "failed"
+        db.session.commit()
+    barrier, statuses = threading.Barrier(8), []
+
+    def report(execution_id):
+        with httpx.Client(timeout=60) as http:
+            barrier.wait()
+            statuses.append(http.post(f"{server.url}/v1/executions/{execution_id}/outcome",
+                                      json={"success": False},
+                                      headers=account.headers).status_code)
+
+    threads = [threading.Thread(target=report, args=(e,)) for e in executions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert statuses == [200] * 8
+    [alert] = account.alerts()["alerts"]
+    assert alert["alert_type"] == "consecutive_failures"
+    assert alert["metadata"] == {"consecutive_failures": 8}
