@@ -48,6 +48,9 @@ def test_flag_matrix(make_app, values):
     rules = _rules(app)
     # The OpenAPI document shows exactly the mounted surface.
     assert _openapi_paths(app) == rules
+    # Alerts and echo have no gate (wire §3): mounted in every packaging.
+    assert {"/v1/alerts", "/v1/auth/alert-webhook-secret",
+            "/v1/auth/alert-webhook-secret/regenerate", "/v1/echo/<token>"} <= rules
     internal = {r for r in rules if r.startswith("/v1/internal")}
     assert bool(internal) == flags["EXTERNAL_AUTH_BACKEND"]
     for module in MODULES:
