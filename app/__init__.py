@@ -52,12 +52,15 @@ MODULES: tuple[Module, ...] = (
     Module("sessions", "app.auth.sessions"),
     Module("live_sessions", "app.agents_live.routes.live_sessions"),
     Module("ipc_attachments", "app.agents_live.routes.attachments"),
+    Module("alerts", "app.alerts.routes"),
+    Module("echo", "app.echo.routes"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
                  "app.auth.models", "app.auth.device.models", "app.agents_live.models",
-                 "app.events.models", "app.importers.models")
+                 "app.events.models", "app.importers.models", "app.alerts.models",
+                 "app.echo.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
@@ -186,6 +189,10 @@ def _install_request_hooks(app: Flask) -> None:
 
     build_limiter(app)
     app.before_request(parse_json_body)
+
+    from app import verify_echo
+
+    verify_echo.install(app)  # the generic body-verify echo of every write (§1.10)
 
     @app.after_request
     def _stamp_request_id(response):

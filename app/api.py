@@ -72,15 +72,41 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = BodyParser()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(self._verify_echo_doc)
+
+    @staticmethod
+    def _verify_echo_doc(doc, doc_info, *, method, **_kwargs):
+        """Document the body-verify echo header on every write (see app.verify_echo)."""
+        from app import verify_echo
+
+        manual = doc_info.get("manual_doc", {})
+        # Manual parameters replace generated ones when the two are merged: add it there.
+        verify_echo.document(manual if "parameters" in manual else doc, method)
+        return doc
+
     def arguments(self, schema, *args, **kwargs):
         # webargs instantiates a schema class on every request (a third of a small body's
         # parsing cost); request schemas keep no per-load state, so one instance serves all.
         return super().arguments(resolve_schema_instance(schema), *args, **kwargs)
 
     def response(self, status_code, schema=None, **kwargs):
-        if schema is not None:
-            schema = dumping.install(resolve_schema_instance(schema))
-        return super().response(status_code, schema, **kwargs)
+        if schema is None:
+            return super().response(status_code, schema, **kwargs)
+        schema = resolve_schema_instance(schema)
+
+        def decorator(func):
+            documented = schema
+            if func.__name__ in ("post", "patch", "put") and 200 <= int(status_code) < 300:
+                # A write's success answer may carry the body-verify echo fields.
+                from app import verify_echo
+
+                documented = verify_echo.with_echo_fields(schema)
+            return super(Blueprint, self).response(status_code, dumping.install(documented),
+                                                   **kwargs)(func)
+
+        return decorator
 
 
 class Api(flask_smorest.Api):
@@ -178,6 +204,11 @@ def _read_json_body() -> Any:
     if form_encoded and raw.lstrip()[:1] not in (b"{", b"["):
         # ``curl -d '{…}'`` labels JSON as a form; a real form body is left alone.
         return ma.missing
+    return parse_json_bytes(raw)
+
+
+def parse_json_bytes(raw: bytes) -> Any:
+    """Parse a JSON document with the body rules (depth, no NUL) or raise 400 ``invalid_json``."""
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

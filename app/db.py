@@ -192,6 +192,22 @@ def insert_together(*writes: tuple[Any, dict[str, Any]]) -> None:
     db.session.execute(cached[1], params)
 
 
+def upsert(model, values: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """INSERT ``values`` into ``model``'s table, or update the row with the same ``keys``.
+
+    One statement (``INSERT … ON CONFLICT DO UPDATE``) on both backends, so two concurrent
+    writers of one key never collide: the later one wins.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if dialect_name() == "postgresql" else sqlite
+    stmt = dialect.insert(model.__table__).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: stmt.excluded[name] for name in values if name not in keys})
+    db.session.execute(stmt)
+
+
 def dialect_name() -> str:
     """Name of the bound database dialect (``sqlite`` or ``postgresql``)."""
     return db.engine.dialect.name

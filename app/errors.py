@@ -151,9 +151,11 @@ def from_http_exception(error: HTTPException) -> AppError:
         # webargs reports unparsable JSON this way; the body pre-parser normally wins first.
         return BadRequest("invalid_json", "Request body is not valid JSON")
     if status == 429:
+        from app.ratelimit import global_retry_after, retry_message
+
         return AppError("rate_limit_exceeded",
-                        f"Rate limit exceeded ({error.description}); retry after the "
-                        "Retry-After delay", 429)
+                        retry_message(global_retry_after(),
+                                      f"Too many requests ({error.description})"), 429)
     if status == 413:
         return AppError("request_too_large", "Request body exceeds 1048576 bytes", 413)
     headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",

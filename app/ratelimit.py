@@ -74,6 +74,23 @@ def storage_uri(configured: str) -> str:
     return configured
 
 
+def retry_message(seconds: int, what: str = "Too many requests") -> str:
+    """The wire's wording of a 429 (clients and people look for "Retry after")."""
+    unit = "second" if seconds == 1 else "seconds"
+    return f"{what}. Retry after {seconds} {unit}."
+
+
+def global_retry_after() -> int:
+    """Seconds until the caller's global window frees a request (60 when unknown)."""
+    try:
+        current = current_app.extensions["cueline_limiter"].current_limit
+    except Exception:  # noqa: BLE001 - storage down or no limit evaluated
+        current = None
+    if current is None:
+        return 60
+    return max(1, int(current.reset_at - time.time()))
+
+
 def client_address() -> str:
     """The client's address as the WSGI server reports it (proxies: see docs/operations.md)."""
     return request.remote_addr or "unknown"
@@ -168,8 +185,8 @@ def _check_service_principal_limit() -> None:
     if not allowed:
         retry = max(1, int(reset - time.time()))
         raise AppError("rate_limit_exceeded",
-                       f"Too many requests from this service principal: {per_minute} per "
-                       f"minute; retry in {retry} s", 429,
+                       retry_message(retry, f"Too many requests from this service principal "
+                                            f"({per_minute} per minute)"), 429,
                        headers={"Retry-After": str(retry)}, limit_scope="service")
 
 
@@ -201,7 +218,7 @@ def limit(limit_value: str, key: Callable[[], str], scope: str):
             if not allowed:
                 retry = max(1, int(reset - time.time()))
                 raise AppError("rate_limit_exceeded",
-                               f"Too many requests: {limit_value}; retry in {retry} s", 429,
+                               retry_message(retry, f"Too many requests ({limit_value})"), 429,
                                headers={"Retry-After": str(retry)})
             return view(*args, **kwargs)
 

@@ -48,6 +48,9 @@ def test_flag_matrix(make_app, values):
     rules = _rules(app)
     # The OpenAPI document shows exactly the mounted surface.
     assert _openapi_paths(app) == rules
+    # Alerts and echo have no gate (wire §3): mounted in every packaging.
+    assert {"/v1/alerts", "/v1/auth/alert-webhook-secret",
+            "/v1/auth/alert-webhook-secret/regenerate", "/v1/echo/<token>"} <= rules
     internal = {r for r in rules if r.startswith("/v1/internal")}
     assert bool(internal) == flags["EXTERNAL_AUTH_BACKEND"]
     for module in MODULES:
@@ -55,7 +58,11 @@ def test_flag_matrix(make_app, values):
             assert not _module_rules(app, module), module.name
     # /v1/info tells the truth about the flags.
     info = app.test_client().get("/v1/info").get_json()
-    assert info["modules"] == [m.name for m in MODULES if m.name in mounted]
+    # Exactly the wire protocol's keys (§12.4); the module list only when asked for.
+    assert set(info) == {"version", "authorization_backend", "authentication_paths",
+                         "disabled_primitives"}
+    listed = app.test_client().get("/v1/info?include=modules").get_json()
+    assert listed["modules"] == [m.name for m in MODULES if m.name in mounted]
     assert info["authentication_paths"]["internal_token_with_on_behalf_of"] == \
         flags["EXTERNAL_AUTH_BACKEND"]
     assert info["disabled_primitives"] == [name for name, flag in (
@@ -93,7 +100,8 @@ CUE_PRIMITIVE_ROUTES = {
     "/v1/executions/<execution_id>/claim", "/v1/executions/<execution_id>/heartbeat",
     "/v1/executions/<execution_id>/outcome", "/v1/executions/<execution_id>/replay",
     "/v1/executions/<execution_id>/verify", "/v1/executions/<execution_id>/verification-pending",
-    "/v1/executions/<execution_id>/evidence", "/v1/worker/heartbeat", "/v1/workers",
+    "/v1/executions/<execution_id>/evidence", "/v1/executions/<execution_id>/live-claim",
+    "/v1/worker/heartbeat", "/v1/workers",
     "/v1/workers/<worker_id>"}
 
 

@@ -114,3 +114,75 @@ def test_json_column_round_trip_keeps_non_ascii(app):
     assert created.status_code == 201, created.get_json()
     listed = client.get("/v1/cues", headers=key_headers(key)).get_json()
     assert listed["cues"][0]["payload"] == payload
+
+
+def test_health_services_keys(app, client, backend):
+    body = client.get("/health").get_json()
+    services = body["services"]
+    assert set(services) == {"database", "postgres", "redis", "worker"}
+    assert services["database"] == "ok"
+    assert services["postgres"] == ("ok" if backend == "postgresql" else "none")
+    assert services["redis"] == "none"  # memory:// rate-limit storage: no Redis configured
+    assert services["worker"] == "none" and body["status"] == "healthy"
+    from tests.helpers import key_headers, register
+
+    headers = key_headers(register(client)[0])
+    client.post("/v1/worker/heartbeat", json={"worker_id": "w1"}, headers=headers)
+    assert client.get("/health").get_json()["services"]["worker"] == "ok"
+
+
+def test_health_reports_redis(make_app):
+    from tests.redis_server import RedisServer, RedisUnavailable
+    from tests.test_ratelimit import require_redis
+
+    try:
+        with RedisServer() as server:
+            up = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=server.url
+                          ).test_client().get("/health")
+            assert up.get_json()["services"]["redis"] == "ok"
+            assert up.get_json()["status"] == "healthy"
+            url = server.url
+    except RedisUnavailable as exc:
+        if require_redis():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    down = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=url
+                    ).test_client().get("/health")  # the server has stopped
+    assert down.status_code == 200
+    assert down.get_json()["services"]["redis"] == "error"
+    assert down.get_json()["status"] == "degraded"
+
+
+def test_info_has_exactly_the_wire_keys(client, app):
+    body = client.get("/v1/info").get_json()
+    assert set(body) == {"version", "authorization_backend", "authentication_paths",
+                         "disabled_primitives"}
+    assert body["authorization_backend"] == "SameTenantAuthorizationBackend"
+    listed = client.get("/v1/info?include=modules").get_json()
+    assert listed["modules"] == list(app.extensions["cueline_modules"])
+    assert {"alerts", "echo"} <= set(listed["modules"])
+    bad = client.get("/v1/info?include=secrets")
+    assert bad.status_code == 422
+
+
+def test_wire_wording_of_common_messages(make_app, client):
+    """Clients and people grep for these phrases (spec §2.3, §1.8, §7.2)."""
+    from tests.helpers import error_of, key_headers, register
+
+    key, _ = register(client)
+    client.post("/v1/auth/key/regenerate", headers={**key_headers(key),
+                                                    "X-Confirm-Destructive": "true"})
+    rotated = client.get("/v1/auth/me", headers=key_headers(key))
+    assert error_of(rotated)["code"] == "key_rotated"
+    assert "rotated" in error_of(rotated)["message"]
+    limited = make_app(RATELIMIT_ENABLED=True, RATE_LIMIT_ANONYMOUS_PER_MINUTE=1).test_client()
+    limited.get("/v1/auth/me")
+    refused = limited.get("/v1/auth/me")
+    assert refused.status_code == 429
+    message = error_of(refused)["message"]
+    assert f"Retry after {refused.headers['Retry-After']} second" in message
+    new_key, _ = register(client)
+    cue = client.post("/v1/cues", headers=key_headers(new_key), json={
+        "name": "w", "transport": "worker",
+        "schedule": {"type": "recurring", "cron": "0 9 * * *"}}).get_json()
+    assert cue["warning"].startswith("No active workers")

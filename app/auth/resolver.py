@@ -219,7 +219,7 @@ def _api_key_user(token: str) -> Identity:
     if user is None:
         if rotated_key_notice(key_hash):
             raise Unauthorized("key_rotated",
-                               "This API key was replaced by a new one; use the new key")
+                               "This API key has been rotated. Use your new key.")
         raise Unauthorized("invalid_api_key", "Invalid or missing API key")
     _check_active(user)
     return Identity(path=AuthPath.API_KEY, user=user)

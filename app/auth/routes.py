@@ -71,9 +71,10 @@ class Me(MethodView):
     @blp.arguments(AccountUpdateSchema)
     @blp.response(200, UpdatedSchema)
     def patch(self, body):
-        """Change the caller's account details (e-mail)."""
+        """Change the caller's account details (e-mail, alert webhook URL)."""
         if not body:
-            raise AppError("no_fields", "Nothing to update: send at least one of: email", 422)
+            raise AppError("no_fields", "Nothing to update: send at least one of: email, "
+                                        "alert_webhook_url", 422)
         return {"updated_at": auth_services.update_account(current_identity.user, body)}
 
 

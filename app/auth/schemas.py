@@ -51,6 +51,10 @@ class AccountUpdateSchema(BaseSchema):
     """Body of ``PATCH /v1/auth/me`` (unknown keys ignored)."""
 
     email = fields.Email(validate=validate.Length(max=255))
+    alert_webhook_url = fields.String(allow_none=True, validate=validate.Length(max=2048),
+                                      metadata={"description": "Where alerts are pushed "
+                                                "(https; SSRF rules of cue callbacks); "
+                                                "\"\" or null removes it"})
 
 
 class UpdatedSchema(ma.Schema):

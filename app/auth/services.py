@@ -22,6 +22,7 @@ from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secr
 from app.db import utcnow, violated_columns
 from app.errors import AppError, BadRequest, Conflict, Gone, NotFound, ValidationFailed
 from app.extensions import db
+from app.outbound.ssrf import validate_url
 from app.users.models import User
 from app.users.services import NewUser, normalize_email, register_user
 
@@ -84,7 +85,17 @@ def regenerate_webhook_secret(user: User) -> str:
 
 
 def update_account(user: User, changes: dict[str, Any]) -> datetime:
-    """Apply ``PATCH /v1/auth/me``: e-mail change (409 if taken).  Returns ``updated_at``."""
+    """Apply ``PATCH /v1/auth/me``: e-mail change (409 if taken), alert webhook URL (checked
+    like a callback URL → 400 ``invalid_alert_webhook_url``; ``""`` / ``null`` removes it).
+    Returns ``updated_at``."""
+    if "alert_webhook_url" in changes:
+        url = (changes["alert_webhook_url"] or "").strip()
+        if url:
+            try:
+                url = validate_url(url, field="alert_webhook_url")
+            except BadRequest as exc:
+                raise BadRequest("invalid_alert_webhook_url", exc.message) from None
+        user.alert_webhook_url = url or None
     if "email" in changes:
         user.email = normalize_email(changes["email"])
     user.updated_at = utcnow()

@@ -26,6 +26,7 @@ from app.db import dialect_name
 from app.errors import AppError
 from app.extensions import db
 from app.messaging.models import Message, MessageMonthlyCount
+from app.ratelimit import retry_message
 
 #: Sends per minute by plan; any other plan gets the free rate.
 PLAN_MESSAGES_PER_MINUTE = {"free": 10, "pro": 60, "scale": 300}
@@ -74,7 +75,8 @@ def check_send_rate(user_id: uuid.UUID, plan: str, now: datetime) -> None:
     if count >= limit:
         retry = _retry_after(oldest, MINUTE, now)
         raise AppError("rate_limit_exceeded",
-                       f"Message rate limit of {limit} per minute exceeded; retry in {retry}s",
+                       retry_message(retry, f"Message rate limit of {limit} per minute "
+                                            "exceeded"),
                        429, headers={"Retry-After": str(retry)}, limit=limit,
                        window_seconds=MINUTE)
 
@@ -99,8 +101,9 @@ def check_priority(user_id: uuid.UUID, from_agent_id: str, to_agent_id: str, pri
     if count >= HIGH_PRIORITY_PER_USER_PER_HOUR:
         retry = _retry_after(oldest, HOUR, now)
         raise AppError("priority_high_rate_limit",
-                       f"At most {HIGH_PRIORITY_PER_USER_PER_HOUR} priority 4-5 messages per "
-                       f"hour; send with priority 3 or retry in {retry}s", 429,
+                       retry_message(retry, f"At most {HIGH_PRIORITY_PER_USER_PER_HOUR} "
+                                            "priority 4-5 messages per hour; send with "
+                                            "priority 3 or wait"), 429,
                        headers={"Retry-After": str(retry)},
                        limit=HIGH_PRIORITY_PER_USER_PER_HOUR, window_seconds=HOUR)
     pair = db.session.execute(

@@ -37,7 +37,7 @@ from app.quotas.cues import (
     month_key,
     quotas_enforced,
 )
-from app.scheduling.models import Cue, Execution, ExecutionUsage
+from app.scheduling.models import Cue, Execution, ExecutionUsage, effective_payload
 from app.users.models import User
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ RESERVED_HEADERS = frozenset({"x-cueapi-signature", "x-cueapi-timestamp", "host"
 
 
 def webhook_body(execution: Any, cue: Any, attempt: int) -> dict[str, Any]:
-    """The JSON body receivers get (signed as canonical JSON)."""
+    """The JSON body receivers get (signed as canonical JSON); ``cue.payload`` is the payload
+    the execution delivers (a fire's override already applied)."""
     return {"attempt": attempt, "cue_id": cue.id, "execution_id": str(execution.id),
             "name": cue.name, "payload": cue.payload if cue.payload is not None else {},
             "scheduled_for": execution.scheduled_for.isoformat()}
@@ -110,7 +111,8 @@ class Attempt:
 #: What an attempt reads: execution, cue and owner columns (see :func:`prepare_rows`).
 ATTEMPT_COLUMNS = (
     *(Execution.__table__.c[name] for name in (
-        "id", "status", "last_attempt_at", "attempts", "triggered_by", "scheduled_for")),
+        "id", "status", "last_attempt_at", "attempts", "triggered_by", "scheduled_for",
+        "payload_override", "payload_merge_strategy")),
     *(Cue.__table__.c[name] for name in (
         "id", "name", "payload", "callback_headers", "callback_method", "callback_url",
         "schedule_type", "next_run", "retry_max_attempts", "retry_backoff_minutes")),
@@ -155,9 +157,9 @@ def prepare_rows(rows, claimed: dict[Any, datetime], now: datetime
     outcomes: dict[Any, str | None] = {execution_id: None for execution_id in claimed}
     attempts: list[Attempt] = []
     users: dict[uuid.UUID, User] = {}
-    for (execution_id, status, last_attempt_at, attempt, triggered_by, scheduled_for, cue_id,
-         name, payload, callback_headers, method, url, schedule_type, next_run, max_attempts,
-         backoff, user_id, secret) in rows:
+    for (execution_id, status, last_attempt_at, attempt, triggered_by, scheduled_for,
+         override, strategy, cue_id, name, payload, callback_headers, method, url,
+         schedule_type, next_run, max_attempts, backoff, user_id, secret) in rows:
         claimed_at = claimed[execution_id]
         if status != "delivering" or last_attempt_at != claimed_at:
             continue
@@ -173,8 +175,8 @@ def prepare_rows(rows, claimed: dict[Any, datetime], now: datetime
                 log.info("execution %s not delivered: monthly execution limit", execution_id)
                 continue
         execution = _Row(id=execution_id, scheduled_for=scheduled_for)
-        cue = _Row(id=cue_id, name=name, payload=payload, callback_headers=callback_headers,
-                   retry_backoff_minutes=backoff)
+        cue = _Row(id=cue_id, name=name, payload=effective_payload(payload, override, strategy),
+                   callback_headers=callback_headers, retry_backoff_minutes=backoff)
         body = canonical_json(webhook_body(execution, cue, attempt))
         attempts.append(Attempt(
             execution_id=execution_id, claimed_at=claimed_at, attempt=attempt, cue_id=cue_id,

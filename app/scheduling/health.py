@@ -54,12 +54,14 @@ def _workers_statement():
 
 
 def add_scheduling_health(report: dict[str, Any]) -> None:
-    """Fill ``queue`` and (when workers exist) ``workers`` of a health report in place."""
+    """Fill ``queue``, ``services.worker`` and (when workers exist) ``workers`` of a health
+    report in place."""
     try:
         now = utcnow()
         report["queue"] = queue_summary(now)
         cutoff = now - timedelta(seconds=current_app.config["WORKER_HEARTBEAT_TIMEOUT_SECONDS"])
         active, last = db.session.execute(_workers_statement(), {"cutoff": cutoff}).one()
+        report["services"]["worker"] = "ok" if active else "none"
         if last is not None:
             report["workers"] = {"active_count": int(active or 0),
                                  "last_heartbeat": last.isoformat()}

@@ -312,6 +312,7 @@ SET status = 'delivering', attempts = x.attempts + 1, last_attempt_at = :now,
 FROM picked, cues AS c, users AS u
 WHERE x.id = picked.id AND x.status = :status AND c.id = x.cue_id AND u.id = c.user_id
 RETURNING x.id, x.status, x.last_attempt_at, x.attempts, x.triggered_by, x.scheduled_for,
+          x.payload_override, x.payload_merge_strategy,
           c.id, c.name, c.payload, c.callback_headers, c.callback_method, c.callback_url,
           c.schedule_type, c.next_run, c.retry_max_attempts, c.retry_backoff_minutes,
           u.id, u.webhook_secret
@@ -482,3 +483,14 @@ def sweep_executions(ctx) -> int:
         return 0
     sweeps.sweep_at(ctx.now())
     return 0
+
+
+def prune_fire_keys(ctx) -> int:
+    """Job: delete fire idempotency keys whose 24-hour window passed (they are free anyway:
+    a fire reusing one frees it itself; this keeps the table small)."""
+    if ctx.stopping.is_set():
+        return 0
+    from app.scheduling.services.fire_options import prune_keys
+
+    prune_keys(ctx.now())
+    return 0  # one statement deletes them all: nothing left to run again for

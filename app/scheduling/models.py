@@ -42,6 +42,7 @@ EXECUTION_STATUSES = ("pending", "delivering", "success", "failed", "retrying", 
 OUTCOME_STATES = ("reported_success", "reported_failure", "verified_success",
                   "verification_pending", "verification_failed")
 TRIGGERS = ("scheduler", "manual_fire", "replay")
+MERGE_STRATEGIES = ("merge", "replace")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -110,6 +111,8 @@ class Execution(db.Model):
         UniqueConstraint("cue_id", "scheduled_for"),
         CheckConstraint(_in("status", EXECUTION_STATUSES), name="status"),
         CheckConstraint(_in("triggered_by", TRIGGERS), name="triggered_by"),
+        CheckConstraint(_in("payload_merge_strategy", MERGE_STRATEGIES),
+                        name="payload_merge_strategy"),
         Index(None, "status", "scheduled_for"),
         Index(None, "status", "next_retry_at"),
     )
@@ -140,13 +143,56 @@ class Execution(db.Model):
     # "ipc" when a manual fire found the cue bound to an IPC live session (wire §7.8): a
     # signal for the daemon, not part of the wire execution object.
     delivery_mode_requested: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # A manual fire's ``payload_override`` and how it combines with the cue's payload
+    # (``merge``: shallow, the override wins; ``replace``); NULL = the cue's payload as is.
+    payload_override: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
+                                                                   nullable=True)
+    payload_merge_strategy: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # Live-claim attestation (wire §8.11): the first session token to attest wins.
+    live_claim_session_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    live_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     cue = relationship("Cue", back_populates="executions")
 
+    def delivered_payload(self, cue_payload: dict[str, Any] | None) -> dict[str, Any]:
+        """The payload this execution delivers, given its cue's current payload."""
+        return effective_payload(cue_payload, self.payload_override,
+                                 self.payload_merge_strategy)
+
     def __repr__(self) -> str:
         return f"<Execution {self.id} {self.status}>"
+
+
+def effective_payload(cue_payload: dict[str, Any] | None, override: dict[str, Any] | None,
+                      strategy: str | None) -> dict[str, Any]:
+    """What an execution delivers: the cue's payload, or with a fire's override applied
+    (``replace`` uses the override alone; ``merge`` is shallow and the override wins)."""
+    base = cue_payload if isinstance(cue_payload, dict) else {}
+    if override is None:
+        return base
+    if strategy == "replace":
+        return override
+    return {**base, **override}
+
+
+class FireIdempotencyKey(db.Model):
+    """An ``idempotency_key`` a manual fire used: one execution per (cue, key) for 24 hours.
+
+    The primary key makes concurrent fires with one key create one execution; rows older than
+    the window are free again (reused, or deleted by the retention job).
+    """
+
+    __tablename__ = "fire_idempotency_keys"
+
+    cue_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("cues.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class Worker(db.Model):

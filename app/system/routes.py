@@ -6,7 +6,7 @@ from app.api import Blueprint
 from app.auth import public
 from app.db import read_only
 from app.system import services
-from app.system.schemas import HealthSchema, InfoSchema, StatusSchema
+from app.system.schemas import HealthSchema, InfoQuerySchema, InfoSchema, StatusSchema
 
 blp = Blueprint("system", __name__, description="Health and deployment information.")
 
@@ -36,7 +36,8 @@ class Status(MethodView):
 @blp.route("/v1/info")
 class Info(MethodView):
     @public
+    @blp.arguments(InfoQuerySchema, location="query")
     @blp.response(200, InfoSchema)
-    def get(self):
-        """Which authentication paths and modules this deployment enables."""
-        return services.deployment_info()
+    def get(self, query):
+        """Which authentication paths this deployment enables and which primitives it has off."""
+        return services.deployment_info(include_modules=query.get("include") == "modules")

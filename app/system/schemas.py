@@ -1,7 +1,9 @@
 """Response schemas of the health and information endpoints."""
 
 import marshmallow as ma
-from marshmallow import fields
+from marshmallow import fields, validate
+
+from app.api import BaseSchema
 
 
 class HealthSchema(ma.Schema):
@@ -10,7 +12,8 @@ class HealthSchema(ma.Schema):
     status = fields.String(required=True, metadata={"enum": ["healthy", "degraded"]})
     version = fields.String(required=True)
     timestamp = fields.String(required=True)
-    services = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    services = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                           metadata={"description": "database, postgres, redis, worker"})
     queue = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
     poller = fields.Dict()
     workers = fields.Dict()
@@ -36,4 +39,10 @@ class InfoSchema(ma.Schema):
     authorization_backend = fields.String(required=True)
     authentication_paths = fields.Nested(AuthPathsSchema, required=True)
     disabled_primitives = fields.List(fields.String(), required=True)
-    modules = fields.List(fields.String(), required=True)
+    modules = fields.List(fields.String(), metadata={
+        "description": "Mounted modules; only with ?include=modules (Cueline extension)"})
+
+
+class InfoQuerySchema(BaseSchema):
+    include = fields.String(validate=validate.OneOf(["modules"]), metadata={
+        "description": "`modules` adds the list of mounted modules"})

@@ -41,6 +41,10 @@ class User(db.Model):
     external_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # False = deactivated: refused on every credential path, cues stop firing; nothing deleted.
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Alert webhook (wire §4.3, §13.5): where alerts are pushed, and the secret signing them
+    # (64 hex characters, minted on first read).
+    alert_webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    alert_webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow)

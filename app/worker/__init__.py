@@ -65,4 +65,7 @@ JOBS: tuple[Job, ...] = (
     Job("event_retention", "app.events.jobs:prune_events", interval=3600.0),
     Job("audit_retention", "app.auth.audit:prune_audit",
         interval="AUDIT_RETENTION_INTERVAL_SECONDS"),
+    Job("fire_key_retention", "app.scheduling.jobs:prune_fire_keys", interval=3600.0,
+        disabled_by="DISABLE_CUE_PRIMITIVE"),
+    Job("alert_webhooks", "app.alerts.jobs:deliver_alert_webhooks"),
 )

@@ -81,7 +81,7 @@ def test_sdk_executions_and_outcomes(sdk):
                           payload={"task": "report"})
     fired = httpx.post(f"{sdk.url}/v1/cues/{cue.id}/fire",
                        headers={"Authorization": f"Bearer {sdk.key}"}).json()
-    listing = sdk.executions.list(cue_id=cue.id, triggered_by="manual")
+    listing = sdk.executions.list(cue_id=cue.id, triggered_by="manual_fire")
     assert listing["total"] == 1 and listing["executions"][0]["id"] == fired["id"]
     assert sdk.executions.get(fired["id"])["status"] == "pending"
     with sdk.executions.handle(fired["id"], payload={"task": "report"}) as ctx:

@@ -104,14 +104,16 @@ class Poll(MethodView):
 class DevicePage(MethodView):
     @public
     @blp.arguments(DevicePageQuerySchema, location="query")
-    @blp.doc(responses={"200": {"description": "The e-mail form (HTML)", **HTML_PAGE},
-                        "400": {"description": "Expired code (HTML)", **HTML_OR_ENVELOPE},
-                        "404": {"description": "Unknown code (HTML)", **HTML_PAGE}})
+    @blp.doc(responses={"200": {"description": "The e-mail form, or the code's state: sent, "
+                                               "approved, expired, unknown (HTML)", **HTML_PAGE},
+                        "400": {"description": "A refused query", **HTML_OR_ENVELOPE},
+                        "404": {"description": "No code in the query (HTML)", **HTML_PAGE}})
     def get(self, query):
         """Browser page where the user enters the e-mail that approves a CLI login (HTML)."""
         code = query["code"]
         state = services.device_page_state(code)
-        status = {"unknown": 404, "expired": 400}.get(state, 200)
+        # Any code gets its page (as upstream): it shows the code and what state it is in.
+        status = 200 if code else 404
         return render_page("device_code/device.html", status, code=code, state=state,
                            submit_url=url_for("device_code.SubmitEmail"))
 

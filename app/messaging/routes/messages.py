@@ -1,10 +1,9 @@
 """``/v1/messages``: send, fetch, mark read, acknowledge."""
 
-import hashlib
-
 from flask import g, request
 from flask.views import MethodView
 
+from app import verify_echo
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
 from app.auth.identity import fetch_with_caller
@@ -24,14 +23,10 @@ SEND_HEADERS = [
     {"in": "header", "name": "Idempotency-Key", "required": False,
      "schema": {"type": "string", "maxLength": 255},
      "description": "Replays within 24 h return the original message with 200."},
-    {"in": "header", "name": "X-CueAPI-Verify-Echo", "required": False,
-     "schema": {"type": "string", "enum": ["true"]},
-     "description": "Echo the received body as body_received and body_received_sha256."},
+    {**verify_echo.HEADER_PARAMETER,
+     "description": "Echo the received `body` string as body_received and "
+                    "body_received_sha256."},
 ]
-
-
-def _verify_echo_requested() -> bool:
-    return (request.headers.get("X-CueAPI-Verify-Echo") or "").strip().lower() == "true"
 
 
 @blp.route("")
@@ -51,11 +46,10 @@ class Messages(MethodView):
             from_ref=request.headers.get("X-Cueapi-From-Agent"),
             idempotency_key=request.headers.get("Idempotency-Key"))
         message = result.message
-        if _verify_echo_requested():
-            # Echo the exact string the server parsed, so the client can detect mangling.
-            raw = g.json_body["body"]
-            message.body_received = raw
-            message.body_received_sha256 = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        if verify_echo.requested():
+            # The string form: the exact ``body`` the server parsed (the SDK compares it).
+            for name, value in verify_echo.string_echo(g.json_body["body"]).items():
+                setattr(message, name, value)
         headers = {}
         if result.created and result.downgraded:
             headers["X-CueAPI-Priority-Downgraded"] = "true"

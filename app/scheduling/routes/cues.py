@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
-from flask import request
 from flask.views import MethodView
 
 from app.api import Blueprint
@@ -26,8 +23,6 @@ from app.db import read_only
 
 blp = Blueprint("cues", __name__, url_prefix="/v1/cues",
                 description="Cues: named schedules that fire webhooks or queue worker jobs.")
-
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @blp.route("")
@@ -88,11 +83,14 @@ class CueFire(MethodView):
     @blp.response(200, FiredSchema)
     def post(self, body, cue_id):
         """Fire a cue now (or at send_at), whatever its status or schedule."""
-        execution = services.fire_cue(current_identity.user, cue_id, body.get("send_at"))
+        execution = services.fire_cue(
+            current_identity.user, cue_id, body.get("send_at"),
+            payload_override=body.get("payload_override"),
+            merge_strategy=body.get("merge_strategy"),
+            idempotency_key=body.get("idempotency_key"))
         result = {"id": str(execution.id), "cue_id": execution.cue_id,
                   "scheduled_for": execution.scheduled_for, "status": execution.status,
                   "triggered_by": execution.triggered_by}
-        if request.headers.get("X-CueAPI-Verify-Echo", "").strip().lower() == "true":
-            # Core's fire body has no content field, so the echo is of empty input (§1.10).
-            result |= {"body_received": None, "body_received_sha256": EMPTY_SHA256}
+        # X-CueAPI-Verify-Echo is answered by app.verify_echo (a bare fire echoes null and the
+        # SHA-256 of empty input, as §1.10 specifies).
         return result

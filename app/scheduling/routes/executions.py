@@ -18,6 +18,8 @@ from app.scheduling.schemas.executions import (
     ExecutionListQuerySchema,
     ExecutionListSchema,
     HeartbeatAckSchema,
+    LiveClaimedSchema,
+    LiveClaimSchema,
     OutcomeRecordedSchema,
     OutcomeSchema,
     OutcomeStateSchema,
@@ -166,3 +168,15 @@ class ExecutionEvidence(MethodView):
         execution = verification.update_evidence(current_identity.user, execution_id, body)
         return {"execution_id": str(execution.id), "outcome_state": execution.outcome_state,
                 "evidence_updated": True}
+
+
+@blp.route("/<execution_id>/live-claim")
+class ExecutionLiveClaim(MethodView):
+    @auth_required
+    @blp.arguments(LiveClaimSchema)
+    @blp.response(200, LiveClaimedSchema)
+    def post(self, body, execution_id):
+        """Attest that a live session claimed this execution (first token wins)."""
+        execution, at = verification.attest_live_claim(current_identity.user, execution_id,
+                                                       body["session_token"])
+        return {"attested": True, "execution_id": str(execution.id), "live_claimed_at": at}

@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate, validates_schema
 
 from app.api import BaseSchema, StrictSchema
-from app.scheduling.models import VERIFICATION_MODES
+from app.scheduling.models import MERGE_STRATEGIES, VERIFICATION_MODES
 from app.scheduling.schemas.fields import (
     HttpMethod,
     OffsetDateTime,
@@ -59,12 +59,32 @@ class VerificationSchema(BaseSchema):
     mode = fields.String(allow_none=True, validate=validate.OneOf(VERIFICATION_MODES))
 
 
+#: The flat form of ``POST /v1/cues`` (a Cueline extension; the official MCP server sends it)
+#: and the nested keys it stands for.
+FLAT_FIELDS = ("cron", "at", "timezone", "callback_url", "worker")
+NESTED_FIELDS = ("schedule", "callback", "transport")
+_FLAT_NOTE = "Flat form (Cueline extension), only when schedule/callback/transport are absent: "
+
+
 class CueCreateSchema(BaseSchema):
-    """``POST /v1/cues`` (unknown top-level keys ignored)."""
+    """``POST /v1/cues`` (unknown top-level keys ignored).
+
+    Besides the wire form (``schedule`` / ``callback`` / ``transport``), the flat form the
+    official MCP server sends is accepted: ``cron`` or ``at``, ``timezone``, ``callback_url``,
+    ``worker: true``.  It is translated to the wire form before validation; mixing the two
+    forms is 422.
+    """
 
     name = fields.String(required=True, validate=validate.Length(min=1, max=255))
     description = fields.String(allow_none=True, validate=validate.Length(max=10000))
-    schedule = fields.Nested(ScheduleSchema, required=True)
+    schedule = fields.Nested(ScheduleSchema, metadata={
+        "description": "Required, unless the flat form (cron or at) is used"})
+    cron = fields.String(metadata={"description": _FLAT_NOTE + "a recurring cue's cron"})
+    at = fields.DateTime(metadata={"description": _FLAT_NOTE + "a once cue's time"})
+    timezone = fields.String(allow_none=True, validate=validate.Length(max=64),
+                             metadata={"description": _FLAT_NOTE + "schedule.timezone"})
+    callback_url = fields.String(validate=validate.Length(max=2048),
+                                 metadata={"description": _FLAT_NOTE + "callback.url"})
     transport = fields.String(load_default="webhook",
                               validate=validate.OneOf(("webhook", "worker")))
     callback = fields.Nested(CallbackSchema, allow_none=True)
@@ -72,7 +92,53 @@ class CueCreateSchema(BaseSchema):
     retry = fields.Nested(RetrySchema, allow_none=True)
     on_failure = fields.Nested(OnFailureSchema, allow_none=True)
     verification = fields.Nested(VerificationSchema, allow_none=True)
+    worker = fields.Boolean(metadata={
+        "description": _FLAT_NOTE + "true = transport worker"})
 
+    @ma.pre_load
+    def _translate_flat_form(self, data, **kwargs):
+        """Turn the flat form into the wire form (its own fields are type-checked here)."""
+        if not isinstance(data, dict):
+            return data
+        flat = [name for name in FLAT_FIELDS if name in data]
+        if not flat:
+            return data
+        mixed = [name for name in NESTED_FIELDS if name in data]
+        if mixed:
+            message = (f"Use either the flat form ({', '.join(FLAT_FIELDS)}) or "
+                       f"{', '.join(NESTED_FIELDS)}, not both")
+            raise ma.ValidationError({name: [message] for name in flat})
+        errors = {}
+        for name in flat:
+            try:
+                self.fields[name].deserialize(data[name], name, data)
+            except ma.ValidationError as exc:
+                errors[name] = exc.messages
+        if "cron" in data and "at" in data:
+            errors.setdefault("at", []).append(
+                "Give cron (a recurring cue) or at (a once cue), not both")
+        elif not errors and "cron" not in data and "at" not in data:
+            errors["cron"] = ["cron (a recurring cue) or at (a once cue) is required when "
+                              "schedule is absent"]
+        if errors:
+            raise ma.ValidationError(errors)
+        wire = {k: v for k, v in data.items() if k not in FLAT_FIELDS}
+        if "cron" in data:
+            wire["schedule"] = {"type": "recurring", "cron": data["cron"]}
+        else:
+            wire["schedule"] = {"type": "once", "at": data["at"]}
+        if data.get("timezone") is not None:
+            wire["schedule"]["timezone"] = data["timezone"]
+        if "callback_url" in data:
+            wire["callback"] = {"url": data["callback_url"]}
+        if "worker" in data:
+            wire["transport"] = "worker" if data["worker"] else "webhook"
+        return wire
+
+    @validates_schema
+    def _schedule_required(self, data, **kwargs):
+        if "schedule" not in data:
+            raise ma.ValidationError("Missing data for required field.", "schedule")
     @validates_schema
     def _callback_url_for_webhooks(self, data, **kwargs):
         if data.get("transport", "webhook") == "webhook" and not (data.get("callback") or {}).get(
@@ -107,10 +173,40 @@ class CueDetailQuerySchema(BaseSchema):
                                       validate=validate.Range(min=0, max=10_000_000))
 
 
-class FireSchema(BaseSchema):
-    """``POST /v1/cues/{id}/fire``: only ``send_at`` is honoured; other keys are ignored."""
+#: Fire options the hosted service knows and Cueline does not implement: refused (422) rather
+#: than accepted and ignored.
+UNSUPPORTED_FIRE_OPTIONS = {
+    "exit_criteria": "exit_criteria (required outcome assertions) is not supported by this "
+                     "server; fire without it"}
 
-    send_at = fields.DateTime(allow_none=True)
+
+class FireSchema(StrictSchema):
+    """``POST /v1/cues/{id}/fire`` (every key optional; unknown keys are 422)."""
+
+    send_at = fields.DateTime(allow_none=True, metadata={
+        "description": "Deliver at this time instead of now (naive = UTC)"})
+    payload_override = fields.Dict(allow_none=True, metadata={
+        "description": "Payload for this execution only (Cueline extension)"})
+    merge_strategy = fields.String(allow_none=True, validate=validate.OneOf(MERGE_STRATEGIES),
+                                   metadata={"description": "merge (default): shallow, the "
+                                             "override wins; replace: the override alone"})
+    idempotency_key = fields.String(allow_none=True, validate=validate.Length(min=1, max=256),
+                                    metadata={"description": "Same key + same options within "
+                                              "24 h → the same execution (Cueline extension)"})
+
+    @ma.pre_load
+    def _refuse_unsupported(self, data, **kwargs):
+        if isinstance(data, dict):
+            refused = {k: [v] for k, v in UNSUPPORTED_FIRE_OPTIONS.items() if k in data}
+            if refused:
+                raise ma.ValidationError(refused)
+        return data
+
+    @validates_schema
+    def _strategy_needs_override(self, data, **kwargs):
+        if data.get("merge_strategy") is not None and data.get("payload_override") is None:
+            raise ma.ValidationError("merge_strategy needs a payload_override to apply",
+                                     "merge_strategy")
 
 
 # ---------------------------------------------------------------------------------------------

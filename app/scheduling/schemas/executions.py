@@ -19,6 +19,9 @@ class ExecutionListQuerySchema(BaseSchema):
     status__in = fields.String(validate=validate.Length(max=512))
     worker_id = fields.String(validate=validate.Length(max=255))
     outcome_state = fields.String(validate=validate.Length(max=32))
+    triggered_by = fields.String(validate=validate.OneOf(
+        ("scheduler", "scheduled", "manual_fire", "replay")), metadata={
+            "description": "How executions were created (`scheduled` = `scheduler`)"})
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10_000_000))
 
@@ -116,3 +119,16 @@ class OutcomeStateSchema(ma.Schema):
     execution_id = fields.String()
     outcome_state = fields.String()
     evidence_updated = fields.Boolean()
+
+
+class LiveClaimSchema(BaseSchema):
+    """``POST /v1/executions/{id}/live-claim``."""
+
+    session_token = fields.String(required=True, validate=validate.Length(min=1, max=128),
+                                  metadata={"description": "The live session's token"})
+
+
+class LiveClaimedSchema(ma.Schema):
+    attested = fields.Boolean(required=True)
+    execution_id = fields.String(required=True)
+    live_claimed_at = ZDateTime(required=True)

@@ -19,7 +19,8 @@ from app.extensions import db
 from app.outbound.ssrf import validate_url
 from app.quotas.cues import check_cue_limit
 from app.scheduling import schedule as sched
-from app.scheduling.models import Cue, Execution, Worker
+from app.scheduling.models import Cue, Execution, Worker, effective_payload
+from app.scheduling.services import fire_options
 from app.scheduling.services.lookup import get_cue
 from app.users.models import User
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 1_048_576
 DEFAULT_RETRY = {"max_attempts": 3, "backoff_minutes": [1, 5, 15]}
 DEFAULT_ON_FAILURE = {"email": True, "webhook": None, "pause": False}
-NO_WORKER_WARNING = ("No worker has sent a heartbeat in the last {seconds} seconds; executions "
-                     "of this cue wait until a worker claims them")
+NO_WORKER_WARNING = ("No active workers found: none sent a heartbeat in the last {seconds} "
+                     "seconds. Start a cueapi-worker to process this cue; its executions wait "
+                     "until a worker claims them")
 
 
 def _duplicate_name(name: str) -> Conflict:
@@ -278,39 +280,79 @@ def delete_cue(user: User, cue_id: str) -> None:
     db.session.commit()
 
 
-def fire_cue(user: User, cue_id: str, send_at: datetime | None, now: datetime | None = None
+def fire_cue(user: User, cue_id: str, send_at: datetime | None, now: datetime | None = None,
+             *, payload_override: dict[str, Any] | None = None,
+             merge_strategy: str | None = None, idempotency_key: str | None = None
              ) -> Execution:
     """Create a ``manual_fire`` execution now, or at a future ``send_at`` (naive = UTC).
 
     Works whatever the cue's status or schedule; does not touch ``fired_count`` and is not
     subject to the monthly execution limit.  A future ``send_at`` holds the execution: webhook
-    delivery and worker claiming both wait for ``scheduled_for``.
+    delivery and worker claiming both wait for ``scheduled_for``.  ``payload_override`` /
+    ``merge_strategy`` / ``idempotency_key``: see :mod:`.fire_options` (the combined payload
+    is checked like a cue payload: 400 ``invalid_payload`` / ``invalid_payload_size``; a key
+    reused with other options is 409 ``idempotency_key_conflict``).
     """
     now = now or utcnow()
     cue = get_cue(user, cue_id)
     when = now
     if send_at is not None and sched.as_utc(send_at) > now:
         when = sched.as_utc(send_at)
-    execution = new_execution(cue, when, "manual_fire", now,
-                              delivery_mode_requested=requested_delivery_mode(cue))
-    return execution
+    if payload_override is not None:
+        merge_strategy = merge_strategy or "merge"
+        _check_payload(effective_payload(cue.payload, payload_override, merge_strategy))
+    else:
+        merge_strategy = None
+    idempotency = None
+    if idempotency_key is not None:
+        digest = fire_options.fingerprint(
+            payload_override, merge_strategy,
+            sched.as_utc(send_at) if send_at is not None else None)
+        replay = fire_options.replayed_fire(cue.id, idempotency_key, digest, now)
+        if replay is not None:
+            db.session.commit()
+            return replay
+        idempotency = (idempotency_key, digest)
+    try:
+        return new_execution(cue, when, "manual_fire", now, payload_override=payload_override,
+                             merge_strategy=merge_strategy, idempotency=idempotency,
+                             delivery_mode_requested=requested_delivery_mode(cue))
+    except IntegrityError as exc:
+        if idempotency is None or not fire_options.is_key_violation(violated_columns(exc)):
+            raise
+        # A concurrent fire with the same key won: answer with its execution.
+        replay = fire_options.replayed_fire(cue.id, idempotency_key, idempotency[1], utcnow())
+        if replay is None:
+            raise
+        db.session.commit()
+        return replay
 
 
 def new_execution(cue: Cue, when: datetime, trigger: str, now: datetime,
-                  replayed_from=None, delivery_mode_requested=None) -> Execution:
+                  replayed_from=None, *, payload_override: dict[str, Any] | None = None,
+                  merge_strategy: str | None = None,
+                  idempotency: tuple[str, str] | None = None,
+                  delivery_mode_requested=None) -> Execution:
     """Insert a pending execution of ``cue`` at ``when`` and commit.
 
     ``delivery_mode_requested`` (a value or a SQL expression) is stored as given (wire §7.8).
     Two manual executions of one cue in the same microsecond would collide on the
     ``(cue_id, scheduled_for)`` key; the second is nudged by a microsecond instead of failing.
+    ``idempotency`` = ``(key, fingerprint)`` spends a fire idempotency key in the same
+    transaction (a concurrent spend of the same key raises ``IntegrityError``).
     """
     for attempt in range(5):
         execution = Execution(cue_id=cue.id, scheduled_for=when + timedelta(microseconds=attempt),
                               status="pending", triggered_by=trigger,
-                              replayed_from=replayed_from, attempts=0, created_at=now,
+                              replayed_from=replayed_from, attempts=0,
+                              payload_override=payload_override,
+                              payload_merge_strategy=merge_strategy, created_at=now,
                               updated_at=now, delivery_mode_requested=delivery_mode_requested)
         db.session.add(execution)
         try:
+            if idempotency is not None:
+                db.session.flush()  # the key row references the execution
+                db.session.add(fire_options.key_row(cue.id, *idempotency, execution.id, now))
             db.session.commit()
             return execution
         except IntegrityError as exc:

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
+from app.alerts.services import raise_outcome_alerts
 from app.db import dialect_name, utcnow
 from app.errors import BadRequest, Conflict, Forbidden
 from app.extensions import db
@@ -24,6 +25,7 @@ from app.scheduling.services.lookup import get_execution
 from app.users.models import User
 
 CLAIMABLE_WINDOW = 50
+TRIGGER_ALIASES = {"scheduled": "scheduler"}
 MAX_METADATA_BYTES = 10_240
 REPLAYABLE = ("success", "failed", "missed", "outcome_timeout")
 EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary",
@@ -56,6 +58,10 @@ def list_executions(user: User, filters: dict[str, Any]
         query = query.where(Execution.claimed_by_worker == filters["worker_id"])
     if "outcome_state" in filters:
         query = query.where(Execution.outcome_state == filters["outcome_state"])
+    if "triggered_by" in filters:
+        # ``scheduled`` is the hosted service's name for what Cueline records as ``scheduler``.
+        trigger = filters["triggered_by"]
+        query = query.where(Execution.triggered_by == TRIGGER_ALIASES.get(trigger, trigger))
     sub = query.subquery()
     total, oldest = db.session.execute(
         select(func.count(), func.min(sub.c.claimed_at)).select_from(sub)).one()
@@ -76,8 +82,15 @@ def _claimable_query(user: User, now: datetime):
 def _task_filter(query, task: str | None):
     # Filtered in SQL, before the 50-row window, so one busy task cannot starve another (§16 #11).
     if task is not None:
-        query = query.where(Cue.payload["task"].as_string() == task)
+        query = query.where(_effective_task() == task)
     return query
+
+
+def _effective_task():
+    """``task`` of the payload an execution delivers: a fire's override can change it."""
+    override = Execution.payload_override["task"].as_string()
+    return case((Execution.payload_merge_strategy == "replace", override),
+                else_=func.coalesce(override, Cue.payload["task"].as_string()))
 
 
 def list_claimable(user: User, task: str | None, now: datetime | None = None
@@ -88,10 +101,14 @@ def list_claimable(user: User, task: str | None, now: datetime | None = None
     rows = db.session.execute(
         query.order_by(Execution.scheduled_for, Execution.created_at)
         .limit(CLAIMABLE_WINDOW)).all()
-    return [{"execution_id": str(execution.id), "cue_id": cue.id, "cue_name": cue.name,
-             "task": (cue.payload or {}).get("task") if isinstance(cue.payload, dict) else None,
-             "scheduled_for": execution.scheduled_for, "payload": cue.payload or {},
-             "attempt": execution.attempts} for execution, cue in rows]
+    listed = []
+    for execution, cue in rows:
+        payload = execution.delivered_payload(cue.payload)
+        listed.append({"execution_id": str(execution.id), "cue_id": cue.id,
+                       "cue_name": cue.name, "task": payload.get("task"),
+                       "scheduled_for": execution.scheduled_for, "payload": payload,
+                       "attempt": execution.attempts})
+    return listed
 
 
 def _take(execution_id, worker_id: str, now: datetime) -> bool:
@@ -187,7 +204,9 @@ def record_outcome(user: User, execution_id: str, data: dict[str, Any],
     """Record the (write-once) outcome of an execution; return it and its ``outcome_state``.
 
     Worker executions are completed by the outcome (``success``/``failed``), the cue's
-    ``last_run`` / ``run_count`` move and a ``once`` cue is finalised.  A second report is
+    ``last_run`` / ``run_count`` move and a ``once`` cue is finalised; the alerts the outcome
+    raises (``verification_failed``, ``consecutive_failures``) are added in the same
+    transaction (:func:`app.alerts.services.raise_outcome_alerts`).  A second report is
     409 ``outcome_already_recorded`` — enforced by a conditional update, so two concurrent
     reports cannot both win.
     """
@@ -227,6 +246,8 @@ def record_outcome(user: User, execution_id: str, data: dict[str, Any],
             .execution_options(synchronize_session=False))
         if cue.schedule_type == "once" and cue.status == "active" and cue.next_run is None:
             finish_once_cue(cue.id, success, now)
+    # In the outcome's transaction: no outcome without its alerts, no alert without it.
+    raise_outcome_alerts(user.id, execution.id, cue.id, cue.transport, success, state, now)
     db.session.commit()
     db.session.refresh(execution)
     return execution, state
@@ -251,5 +272,8 @@ def replay_execution(user: User, execution_id: str, now: datetime | None = None
         raise Conflict("execution_in_flight",
                        f"Execution is {original.status}; only finished executions "
                        f"({', '.join(REPLAYABLE)}) can be replayed")
-    fresh = new_execution(original.cue, now, "replay", now, replayed_from=original.id)
+    # A replay delivers what the original did: its payload override goes with it.
+    fresh = new_execution(original.cue, now, "replay", now, replayed_from=original.id,
+                          payload_override=original.payload_override,
+                          merge_strategy=original.payload_merge_strategy)
     return original, fresh

@@ -1,5 +1,5 @@
 """Verification of reported outcomes (wire §8.10): accept or reject, put back into
-``verification_pending``, attach evidence."""
+``verification_pending``, attach evidence; and the live-claim attestation (§8.11)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
+
+from app.auth.tokens import secrets_equal
 from app.db import utcnow
 from app.errors import BadRequest, Conflict
 from app.extensions import db
@@ -76,3 +79,28 @@ def update_evidence(user: User, execution_id: str, data: dict[str, Any],
     db.session.commit()
     return execution
 
+
+
+def attest_live_claim(user: User, execution_id: str, session_token: str,
+                      now: datetime | None = None) -> tuple[Execution, datetime]:
+    """Record a live-claim attestation (wire §8.11); return the execution and its stamp.
+
+    The first attestation wins, by a conditional update on an unset ``live_claimed_at``, so of
+    two racing tokens exactly one is recorded.  The same token again is an idempotent success
+    (the original time); a different one is ``409 already_attested``.
+    """
+    now = now or utcnow()
+    execution = get_execution(user, execution_id)
+    result = db.session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.live_claimed_at.is_(None))
+        .values(live_claim_session_token=session_token, live_claimed_at=now)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    if result.rowcount != 1:
+        db.session.refresh(execution)
+        if not secrets_equal(session_token, execution.live_claim_session_token or ""):
+            raise Conflict("already_attested", "Execution already has a live-claim attestation "
+                                               "from a different session token")
+        return execution, execution.live_claimed_at
+    return execution, now
