@@ -31,11 +31,12 @@ $(CLI_STAMP):
 install: $(STAMP)
 
 ## make run: serve on http://$(HOST):$(PORT) with the SQLite default under instance/, plus the
-## background worker (scheduler and deliveries); Ctrl-C stops both.
+## background worker (scheduler and deliveries).  Prints one "ready" line with the URLs, writes
+## instance/cueline.pid; Ctrl-C (or SIGTERM to that pid) stops both.
 run: $(STAMP)
-	mkdir -p instance
-	$(BIN)/flask db upgrade
-	exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
+	@mkdir -p instance
+	@$(BIN)/flask db upgrade
+	@exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
 		wsgi:app
 
 ## System packages the suite needs (Debian archive): PostgreSQL server binaries and Redis.

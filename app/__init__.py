@@ -49,6 +49,7 @@ MODULES: tuple[Module, ...] = (
     Module("usage", "app.quotas.routes"),
     Module("device_code", "app.auth.device.routes", disabled_by="DISABLE_DEVICE_CODE"),
     Module("sessions", "app.auth.sessions"),
+    Module("metrics", "app.metrics", requires="METRICS_ENABLED"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
@@ -142,6 +143,10 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
             api.register_blueprint(importlib.import_module(module.blueprint).blp)
             mounted.append(module.name)
     app.extensions["cueline_modules"] = tuple(mounted)
+    if app.config["METRICS_ENABLED"]:
+        from app.metrics import init_metrics
+
+        init_metrics(app)  # the request hook: installed only when metrics are on
     app.extensions["cueline_api"] = api
 
     # 7. CLI groups.

@@ -21,8 +21,18 @@ def config_group():
 @config_group.command("check")
 @click.option("--env-file", default=".env", show_default=True,
               help="dotenv file read before the environment.")
-def config_check(env_file: str):
-    """Validate the configuration from the environment; exit 1 listing every problem."""
+@click.option("--connect", is_flag=True,
+              help="Also connect to the database (and Redis, when configured) and check the "
+                   "schema is migrated.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too (for deploy pipelines).")
+def config_check(env_file: str, connect: bool, strict: bool):
+    """Validate the configuration from the environment; exit 1 listing every problem.
+
+    Production risks of a valid configuration are listed as warnings (exit 0 unless
+    ``--strict``); ``--connect`` reports an unreachable database or Redis as a problem.
+    """
+    from config import format_problems, production_warnings, web_process_count
+
     try:
         values = load_config(None, env_file=env_file)
     except ConfigError as exc:
@@ -30,18 +40,32 @@ def config_check(env_file: str):
     else:
         problems = validate(values)
     if problems:
-        click.echo("Configuration problems:", err=True)
-        for problem in problems:
-            click.echo(f"  - {problem}", err=True)
+        click.echo(format_problems(problems, "Configuration problems:"), err=True)
         raise SystemExit(1)
     from app import MODULES
 
     enabled = [m.name for m in MODULES if m.enabled(values)]
+    connection_problems: list[str] = []
+    report: list[str] = []
+    if connect:
+        from app.checks import check_connections
+
+        report, connection_problems = check_connections(values)
+    if connection_problems:
+        click.echo(format_problems(connection_problems, "Connection problems:"), err=True)
+        raise SystemExit(1)
     click.echo("Configuration OK")
     click.echo(f"  ENV: {values['ENV']}")
     click.echo(f"  database: {values['DATABASE_URL'].split(':', 1)[0] or 'sqlite (instance/)'}")
     click.echo(f"  delegation (EXTERNAL_AUTH_BACKEND): {values['EXTERNAL_AUTH_BACKEND']}")
     click.echo(f"  modules: {', '.join(enabled)}")
+    for line in report:
+        click.echo(f"  {line}")
+    warnings = production_warnings(values, web_process_count())
+    if warnings:
+        click.echo(format_problems(warnings, "Warnings:"), err=True)
+        if strict:
+            raise SystemExit(1)
 
 
 @click.group("users", help="Manage users (operators bootstrapping an instance).")

@@ -151,6 +151,9 @@ def from_http_exception(error: HTTPException) -> AppError:
         # webargs reports unparsable JSON this way; the body pre-parser normally wins first.
         return BadRequest("invalid_json", "Request body is not valid JSON")
     if status == 429:
+        from app.metrics import count_rate_limit_refusal
+
+        count_rate_limit_refusal("user" if g.get("identity") is not None else "address")
         return AppError("rate_limit_exceeded",
                         f"Rate limit exceeded ({error.description}); retry after the "
                         "Retry-After delay", 429)

@@ -9,7 +9,7 @@ from app import MODULES
 from config import Config
 
 FLAGS = ("EXTERNAL_AUTH_BACKEND", "DISABLE_DEVICE_CODE", "DISABLE_CUE_PRIMITIVE",
-         "DISABLE_QUOTA_ENFORCEMENT")
+         "DISABLE_QUOTA_ENFORCEMENT", "METRICS_ENABLED")
 TOKEN = "t" * 40
 DOC_RULES = {"/openapi.json", "/docs", "/docs/<path:filename>"}
 

@@ -149,8 +149,8 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     metadata_too_large``; ``403 from_agent_not_owned``; 400/404 for ``to``, then for
     ``reply_to_agent``, each authorized as it is resolved (a refused agent of another user is
     the same 404 as a missing one);
-    ``403 cross_tenant_messaging_forbidden`` (a refusal between the caller's own agents); the idempotent replay (200)
-    or ``409 idempotency_key_conflict``; ``429 rate_limit_exceeded`` /
+    ``403 cross_tenant_messaging_forbidden`` (a refusal between the caller's own agents);
+    the idempotent replay (200) or ``409 idempotency_key_conflict``; ``429 rate_limit_exceeded`` /
     ``429 priority_high_rate_limit``; ``402 quota_exceeded``; ``404 reply_to_not_found``.
     """
     if from_ref is None or not from_ref.strip():
