@@ -1,4 +1,6 @@
-"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's).
+"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's); the
+operator's inspection commands (``cues``, ``executions``, ``users show``) are in
+:mod:`app.operator_cli`.
 
 ``config`` is also published as a ``flask.commands`` entry point so it runs *without* building
 the app: a deploy pipeline can check a configuration that ``create_app`` would refuse.
@@ -284,3 +286,6 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(invites_group)
     app.cli.add_command(services_group)
+    from app.operator_cli import register_operator_cli
+
+    register_operator_cli(app, users_group, worker_group)
