@@ -259,7 +259,10 @@ def worker_group():
 @worker_group.command("run")
 @click.option("--once", is_flag=True, help="Run every enabled job once, wait for deliveries, "
               "and exit (for cron-style deployments and smoke tests).")
-def worker_run(once: bool):
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT",
+              help="Serve this worker's Prometheus metrics on HOST:PORT (no token: bind it "
+                   "where only Prometheus reaches).")
+def worker_run(once: bool, metrics_bind: str | None):
     """Run the background jobs until SIGTERM/SIGINT (graceful: nothing is left claimed)."""
     import logging
 
@@ -270,6 +273,11 @@ def worker_run(once: bool):
     app = current_app._get_current_object()
     logging.basicConfig(level=app.config["LOG_LEVEL"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.metrics import prepare_multiprocess_dir, serve_worker_metrics
+
+    prepare_multiprocess_dir()
+    if metrics_bind:
+        serve_worker_metrics(metrics_bind)
     worker = Worker(app)
     if once:
         worker.run_once()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import shutil
 from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
@@ -38,6 +37,10 @@ from app.auth import public
 from app.errors import Unauthorized
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # In multiprocess mode a metric without labels opens its file as soon as it is defined
+    # (below): the directory must exist first, whichever process imports this module.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 # No ``*_created`` series: they double the exposition and no alert uses them.
 disable_created_metrics()
 
@@ -199,20 +202,49 @@ def exposition(app: Flask) -> bytes:
 
 
 def prepare_multiprocess_dir() -> None:
-    """Empty ``PROMETHEUS_MULTIPROC_DIR`` (creating it) before a server's workers start: files
-    of a previous run would otherwise be added to this one's counts."""
+    """Create ``PROMETHEUS_MULTIPROC_DIR`` and remove the files of processes that are gone (a
+    previous run's), before a server's workers start or a worker process records anything.
+
+    Files of live processes stay: the web server and ``flask worker run`` on one machine share
+    the directory and may start in either order.
+    """
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return
-    if os.path.isdir(path):
-        for name in os.listdir(path):
-            full = os.path.join(path, name)
-            if os.path.isdir(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                os.unlink(full)
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        pid = name.rsplit(".", 1)[0].rsplit("_", 1)[-1]
+        if name.endswith(".db") and pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(os.path.join(path, name))
+            except FileNotFoundError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve_worker_metrics(bind: str) -> None:
+    """``flask worker run --metrics-bind HOST:PORT``: this process's metrics (scheduler
+    lateness, delivery outcomes, and the queue depths) on a plain HTTP port of its own, for a
+    worker that shares no ``PROMETHEUS_MULTIPROC_DIR`` with a web server (another machine or
+    container).  No token: bind it to an address only Prometheus reaches."""
+    from prometheus_client import start_http_server
+
+    host, _, port = bind.rpartition(":")
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)
     else:
-        os.makedirs(path, exist_ok=True)
+        registry = REGISTRY
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
 
 
 def mark_process_dead(pid: int) -> None:
