@@ -202,3 +202,37 @@ def test_gunicorn_workers_are_added_up_in_multiprocess_mode(db_url, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_documented_scrape_config_and_alert_rules_name_real_metrics(make_app):
+    """docs/operations.md's Prometheus examples are valid YAML and use only metric names the
+    exposition has (histograms by their _bucket series)."""
+    import re
+
+    import yaml
+
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    scrape, rules = (yaml.safe_load(block) for block in blocks)
+    assert scrape["scrape_configs"][0]["metrics_path"] == "/metrics"
+    alerts = rules["groups"][0]["rules"]
+    assert len(alerts) == 3 and all(rule["alert"] and rule["expr"] for rule in alerts)
+    app = make_app(METRICS_ENABLED=True)
+    client = app.test_client()
+    client.get("/health")
+    exposed = {name for name, _ in scrape_names(client)}
+    for rule in alerts:
+        for name in re.findall(r"cueline_\w+", rule["expr"]):
+            assert name in exposed or name.removesuffix("_bucket") + "_count" in exposed, name
+    documented = set(re.findall(r"^\| `(cueline_\w+)`", section, re.M))
+    families = {f.name for f in text_string_to_metric_families(
+        client.get("/metrics").get_data(as_text=True))}
+    # (the parser names a counter's family without its _total suffix)
+    assert {name.removesuffix("_total") for name in documented} <= families
+    assert len(documented) == 7
+
+
+def scrape_names(client):
+    return samples(client.get("/metrics").get_data(as_text=True))
