@@ -31,14 +31,15 @@ $(CLI_STAMP):
 install: $(STAMP)
 
 ## make run: serve on http://$(HOST):$(PORT) with the SQLite default under instance/, plus the
-## background worker (scheduler and deliveries); Ctrl-C stops both.
+## background worker (scheduler and deliveries).  Prints one "ready" line with the URLs, writes
+## instance/cueline.pid; Ctrl-C (or SIGTERM to that pid) stops both.
 run: $(STAMP)
-	mkdir -p instance
-	$(BIN)/flask db upgrade
-	exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
+	@mkdir -p instance
+	@$(BIN)/flask db upgrade
+	@exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
 		wsgi:app
 
-## System packages the suite needs (Debian archive): PostgreSQL server binaries and Redis.
+## System packages the suite needs (Debian archive): PostgreSQL server binaries, Redis, nginx.
 ## The tests start their own throwaway servers on loopback ports; nothing is left running.
 system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
@@ -47,6 +48,10 @@ system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "Installing redis-server"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		echo "Installing nginx (the suite checks deploy/nginx/cueline.conf with nginx -t)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q nginx || \
+		echo "nginx could not be installed: the nginx test will be skipped"; }
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster.
 test: system-deps $(STAMP) $(CLI_STAMP)

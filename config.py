@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
@@ -36,6 +39,44 @@ class ConfigError(Exception):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"Invalid Cueline configuration:\n{lines}")
+
+
+#: Exit status of a process that refuses to start over its configuration.  It is gunicorn's
+#: "App failed to load" status, so a gunicorn master whose workers exit with it stops at once
+#: instead of respawning them.
+CONFIG_ERROR_EXIT_STATUS = 4
+
+
+def format_problems(problems: list[str], heading: str = "Invalid Cueline configuration:") -> str:
+    """One clean, readable list: a heading and one ``  - problem`` line each."""
+    return "\n".join([heading, *(f"  - {p}" for p in problems)])
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """For process entry points (``wsgi.py``, ``gunicorn.conf.py``): a :class:`ConfigError`
+    raised inside prints its list of problems to stderr, without a traceback, and ends the
+    process with :data:`CONFIG_ERROR_EXIT_STATUS`.  Library code (``create_app``) keeps
+    raising the ordinary exception."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(format_problems(exc.problems), file=sys.stderr)
+        print("Nothing was started. Fix the settings above (environment or .env); "
+              "`flask --app wsgi config check` validates them without starting anything.",
+              file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(CONFIG_ERROR_EXIT_STATUS) from None
+
+
+def check_environment() -> dict[str, Any]:
+    """Load and validate the configuration from the environment (and ``.env``), raising
+    :class:`ConfigError` with every problem; the settings when they are usable."""
+    values = load_config(None)
+    problems = validate(values)
+    if problems:
+        raise ConfigError(problems)
+    return values
 
 
 class Config:
@@ -109,6 +150,9 @@ class Config:
     DIGEST_MIN_BATCH_SIZE: int = 1
     PRIORITY_4_DEBOUNCE_SECONDS: float = 2.0
     EVENT_RETENTION_DAYS: int = 7
+    # --- metrics (Prometheus) ---------------------------------------------------------------
+    METRICS_ENABLED: bool = False
+    METRICS_TOKEN: str = ""
 
     # --- e-mail (device-code login links) ---------------------------------------------------
     SMTP_URL: str = ""  # empty = log messages instead of sending them (development)
@@ -250,6 +294,10 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append("RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL")
     if values["DB_MAX_OVERFLOW"] < 0:
         problems.append("DB_MAX_OVERFLOW must not be negative")
+    metrics_token = values["METRICS_TOKEN"]
+    if metrics_token and (len(metrics_token) < 16 or re.search(r"\s", metrics_token)):
+        problems.append("METRICS_TOKEN must be at least 16 characters without whitespace "
+                        f"(or empty); {GENERATE_SECRET_HINT}")
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))
@@ -368,3 +416,77 @@ def _mail_problems(values: Mapping[str, Any]) -> list[str]:
         problems.append("MAIL_FROM must be set to a sender address (e.g. "
                         "'Cueline <noreply@example.com>') when SMTP_URL is set")
     return problems
+
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def web_process_count(environ: Mapping[str, str] | None = None) -> int:
+    """How many gunicorn workers ``gunicorn.conf.py`` starts (``WEB_CONCURRENCY`` or one per
+    core): the figure the Redis warning compares against."""
+    environ = os.environ if environ is None else environ
+    raw = (environ.get("WEB_CONCURRENCY") or "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return os.cpu_count() or 1
+
+
+def production_warnings(values: Mapping[str, Any], web_processes: int = 1) -> list[str]:
+    """Risks of a *valid* configuration, reported by ``flask config check`` (never refused at
+    start-up: each has a legitimate use).  Most apply to ``ENV=production`` only; the list is
+    documented in docs/configuration.md ("Production warnings")."""
+    warnings: list[str] = []
+    production = values["ENV"] == "production"
+    limiter_in_memory = values["RATELIMIT_ENABLED"] and \
+        values["RATELIMIT_STORAGE_URI"].startswith("memory://")
+    if limiter_in_memory and web_processes > 1:
+        warnings.append(
+            f"RATELIMIT_STORAGE_URI is memory:// with {web_processes} web processes "
+            "(WEB_CONCURRENCY or one per core): each counts on its own, so users get up to "
+            f"{web_processes}x their limit; set RATELIMIT_STORAGE_URI=redis://host:6379/0")
+    if values["METRICS_ENABLED"] and web_processes > 1 and not os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR"):
+        warnings.append(f"METRICS_ENABLED=true with {web_processes} web processes but no "
+                        "PROMETHEUS_MULTIPROC_DIR: each scrape sees one process's counts; "
+                        "set it to an empty directory shared by the web processes and worker")
+    if not production:
+        return warnings
+    if values["METRICS_ENABLED"] and not values["METRICS_TOKEN"]:
+        warnings.append("METRICS_ENABLED=true without METRICS_TOKEN: anyone who reaches "
+                        "/metrics reads it (routes, principal names); set a token or block "
+                        "/metrics at the proxy")
+    if not values["SESSION_SECRET"]:
+        warnings.append("SESSION_SECRET is empty: session tokens (CLI login) are refused and "
+                        f"stored key copies cannot be revealed; {GENERATE_SECRET_HINT}")
+    if not values["SMTP_URL"]:
+        warnings.append("SMTP_URL is empty: login e-mails are written to the log instead of "
+                        "sent, and anyone who reads the log can log in as the recipient")
+    base = urlsplit(values["BASE_URL"])
+    if (base.hostname or "") in _LOCAL_HOSTS or (base.hostname or "").startswith("127."):
+        warnings.append(f"BASE_URL is {values['BASE_URL']!r}: links in e-mails and login "
+                        "pages point at this machine; set the public URL users reach")
+    elif base.scheme != "https":
+        warnings.append(f"BASE_URL is {values['BASE_URL']!r}: use https, or login links and "
+                        "API keys travel unencrypted")
+    url = values["DATABASE_URL"]
+    if not url or url.startswith("sqlite"):
+        warnings.append("DATABASE_URL is SQLite: fine for one machine with one web process "
+                        "and one worker; use PostgreSQL in production (docs/deploying.md)")
+    if values["ALLOW_PRIVATE_CALLBACK_URLS"]:
+        warnings.append("ALLOW_PRIVATE_CALLBACK_URLS=true: any user can make this server send "
+                        "requests into your private network")
+    if not values["RATELIMIT_ENABLED"]:
+        warnings.append("RATELIMIT_ENABLED=false: nothing limits request rates unless a "
+                        "gateway in front does")
+    if values["AUTHORIZATION_BACKEND"].endswith(":EveryoneAuthorizationBackend"):
+        warnings.append("AUTHORIZATION_BACKEND is EveryoneAuthorizationBackend: any user's "
+                        "agent may message any other user's agent")
+    if values["INTERNAL_AUTH_TOKEN_PREVIOUS"]:
+        warnings.append("INTERNAL_AUTH_TOKEN_PREVIOUS is set: the old service token still "
+                        "works; empty it once the rotation is rolled out")
+    if values["LOG_LEVEL"].upper() == "DEBUG":
+        warnings.append("LOG_LEVEL=DEBUG: verbose logs; use INFO in production")
+    if values["DISABLE_QUOTA_ENFORCEMENT"]:
+        warnings.append("DISABLE_QUOTA_ENFORCEMENT=true: no cue, execution or message quota "
+                        "is enforced")
+    return warnings

@@ -54,6 +54,7 @@ MODULES: tuple[Module, ...] = (
     Module("ipc_attachments", "app.agents_live.routes.attachments"),
     Module("alerts", "app.alerts.routes"),
     Module("echo", "app.echo.routes"),
+    Module("metrics", "app.metrics", requires="METRICS_ENABLED"),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
@@ -149,6 +150,10 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
             api.register_blueprint(importlib.import_module(module.blueprint).blp)
             mounted.append(module.name)
     app.extensions["cueline_modules"] = tuple(mounted)
+    if app.config["METRICS_ENABLED"]:
+        from app.metrics import init_metrics
+
+        init_metrics(app)  # the request hook: installed only when metrics are on
     app.extensions["cueline_api"] = api
 
     # 7. CLI groups.

@@ -221,6 +221,35 @@ def parse_json_bytes(raw: bytes) -> Any:
     return body
 
 
+#: Where ``/docs`` loads Swagger UI's scripts and styles from (this app, never a CDN).
+SWAGGER_UI_ASSETS_URL = "/docs/"
+#: The Swagger UI files ``/docs`` uses: nothing else in the package directory is served.
+SWAGGER_UI_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js",
+                               "swagger-ui-standalone-preset.js", "favicon-16x16.png",
+                               "favicon-32x32.png"})
+
+
+def swagger_ui_dist() -> str:
+    """The directory of Swagger UI's distribution files, from the ``flask-swagger-ui`` package
+    (only its files are used; it tracks Swagger UI releases and needs nothing but Flask)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("flask_swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("flask-swagger-ui is not installed (pip install -e .)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "dist")
+
+
+def swagger_ui_asset(filename: str):
+    """A Swagger UI asset for ``/docs`` (cached for a day; unknown names are 404)."""
+    from flask import send_from_directory
+
+    if filename not in SWAGGER_UI_ASSETS:
+        raise NotFound("not_found", "Not found")
+    return send_from_directory(swagger_ui_dist(), filename, max_age=86400)
+
+
 def build_api(app: Flask, security_schemes: dict[str, dict], security: list[dict]) -> Api:
     """Create the Api for ``app`` with the security schemes its flags enable."""
     docs = app.config["ENV"] != "production"
@@ -236,9 +265,13 @@ def build_api(app: Flask, security_schemes: dict[str, dict], security: list[dict
         OPENAPI_URL_PREFIX="/" if docs else None,
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Served by this app from an installed package, so /docs works on an air-gapped host.
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_ASSETS_URL,
     )
     api = Api(app)
+    if docs:
+        app.add_url_rule(SWAGGER_UI_ASSETS_URL + "<path:filename>", "swagger_ui_asset",
+                         swagger_ui_asset)
     for name, scheme in security_schemes.items():
         api.spec.components.security_scheme(name, scheme)
     return api

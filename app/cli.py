@@ -1,5 +1,6 @@
 """Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's), plus
-``import-cueapi`` (``app/importers``).
+``import-cueapi`` (``app/importers``); the operator's inspection commands (``cues``,
+``executions``, ``users show``) are in :mod:`app.operator_cli`.
 
 ``config`` is also published as a ``flask.commands`` entry point so it runs *without* building
 the app: a deploy pipeline can check a configuration that ``create_app`` would refuse.
@@ -22,8 +23,18 @@ def config_group():
 @config_group.command("check")
 @click.option("--env-file", default=".env", show_default=True,
               help="dotenv file read before the environment.")
-def config_check(env_file: str):
-    """Validate the configuration from the environment; exit 1 listing every problem."""
+@click.option("--connect", is_flag=True,
+              help="Also connect to the database (and Redis, when configured) and check the "
+                   "schema is migrated.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too (for deploy pipelines).")
+def config_check(env_file: str, connect: bool, strict: bool):
+    """Validate the configuration from the environment; exit 1 listing every problem.
+
+    Production risks of a valid configuration are listed as warnings (exit 0 unless
+    ``--strict``); ``--connect`` reports an unreachable database or Redis as a problem.
+    """
+    from config import format_problems, production_warnings, web_process_count
+
     try:
         values = load_config(None, env_file=env_file)
     except ConfigError as exc:
@@ -31,18 +42,32 @@ def config_check(env_file: str):
     else:
         problems = validate(values)
     if problems:
-        click.echo("Configuration problems:", err=True)
-        for problem in problems:
-            click.echo(f"  - {problem}", err=True)
+        click.echo(format_problems(problems, "Configuration problems:"), err=True)
         raise SystemExit(1)
     from app import MODULES
 
     enabled = [m.name for m in MODULES if m.enabled(values)]
+    connection_problems: list[str] = []
+    report: list[str] = []
+    if connect:
+        from app.checks import check_connections
+
+        report, connection_problems = check_connections(values)
+    if connection_problems:
+        click.echo(format_problems(connection_problems, "Connection problems:"), err=True)
+        raise SystemExit(1)
     click.echo("Configuration OK")
     click.echo(f"  ENV: {values['ENV']}")
     click.echo(f"  database: {values['DATABASE_URL'].split(':', 1)[0] or 'sqlite (instance/)'}")
     click.echo(f"  delegation (EXTERNAL_AUTH_BACKEND): {values['EXTERNAL_AUTH_BACKEND']}")
     click.echo(f"  modules: {', '.join(enabled)}")
+    for line in report:
+        click.echo(f"  {line}")
+    warnings = production_warnings(values, web_process_count())
+    if warnings:
+        click.echo(format_problems(warnings, "Warnings:"), err=True)
+        if strict:
+            raise SystemExit(1)
 
 
 @click.group("users", help="Manage users (operators bootstrapping an instance).")
@@ -234,7 +259,10 @@ def worker_group():
 @worker_group.command("run")
 @click.option("--once", is_flag=True, help="Run every enabled job once, wait for deliveries, "
               "and exit (for cron-style deployments and smoke tests).")
-def worker_run(once: bool):
+@click.option("--metrics-bind", default=None, metavar="HOST:PORT",
+              help="Serve this worker's Prometheus metrics on HOST:PORT (no token: bind it "
+                   "where only Prometheus reaches).")
+def worker_run(once: bool, metrics_bind: str | None):
     """Run the background jobs until SIGTERM/SIGINT (graceful: nothing is left claimed)."""
     import logging
 
@@ -245,6 +273,11 @@ def worker_run(once: bool):
     app = current_app._get_current_object()
     logging.basicConfig(level=app.config["LOG_LEVEL"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.metrics import prepare_multiprocess_dir, serve_worker_metrics
+
+    prepare_multiprocess_dir()
+    if metrics_bind:
+        serve_worker_metrics(metrics_bind)
     worker = Worker(app)
     if once:
         worker.run_once()
@@ -264,3 +297,6 @@ def register_cli(app: Flask) -> None:
     from app.importers.cli import import_cueapi
 
     app.cli.add_command(import_cueapi)
+    from app.operator_cli import register_operator_cli
+
+    register_operator_cli(app, users_group, worker_group)

@@ -151,8 +151,10 @@ def from_http_exception(error: HTTPException) -> AppError:
         # webargs reports unparsable JSON this way; the body pre-parser normally wins first.
         return BadRequest("invalid_json", "Request body is not valid JSON")
     if status == 429:
+        from app.metrics import count_rate_limit_refusal
         from app.ratelimit import global_retry_after, retry_message
 
+        count_rate_limit_refusal("user" if g.get("identity") is not None else "address")
         return AppError("rate_limit_exceeded",
                         retry_message(global_retry_after(),
                                       f"Too many requests ({error.description})"), 429)

@@ -33,7 +33,7 @@ from limits.storage import MemoryStorage
 from app.errors import AppError
 
 #: Paths never rate limited (probes, docs, the service-only surface).
-EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/openapi.json", "/docs",
+EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/metrics", "/openapi.json", "/docs",
                           "/auth/device", "/v1/auth/verify"})
 EXEMPT_PREFIXES = ("/v1/internal/", "/docs/")
 
@@ -183,6 +183,9 @@ def _check_service_principal_limit() -> None:
         current_app.logger.warning("rate limit storage unavailable; service limit not enforced")
         return
     if not allowed:
+        from app.metrics import count_rate_limit_refusal
+
+        count_rate_limit_refusal("service")
         retry = max(1, int(reset - time.time()))
         raise AppError("rate_limit_exceeded",
                        retry_message(retry, f"Too many requests from this service principal "
@@ -216,6 +219,9 @@ def limit(limit_value: str, key: Callable[[], str], scope: str):
                 current_app.logger.warning("rate limit storage unavailable; %s not enforced", scope)
                 return view(*args, **kwargs)
             if not allowed:
+                from app.metrics import count_rate_limit_refusal
+
+                count_rate_limit_refusal(scope)
                 retry = max(1, int(reset - time.time()))
                 raise AppError("rate_limit_exceeded",
                                retry_message(retry, f"Too many requests ({limit_value})"), 429,

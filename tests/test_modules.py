@@ -9,7 +9,7 @@ from app import MODULES
 from config import Config
 
 FLAGS = ("EXTERNAL_AUTH_BACKEND", "DISABLE_DEVICE_CODE", "DISABLE_CUE_PRIMITIVE",
-         "DISABLE_QUOTA_ENFORCEMENT")
+         "DISABLE_QUOTA_ENFORCEMENT", "METRICS_ENABLED")
 TOKEN = "t" * 40
 DOC_RULES = {"/openapi.json", "/docs", "/docs/<path:filename>"}
 
@@ -92,6 +92,28 @@ def test_docs_page_is_served(client):
     response = client.get("/docs")
     assert response.status_code == 200
     assert b"swagger" in response.data.lower()
+
+
+def test_docs_page_loads_only_local_assets(client):
+    """``/docs`` works offline: every script and style it loads is served by this app."""
+    page = client.get("/docs").get_data(as_text=True)
+    references = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert references, page
+    assert {"/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js"} <= set(references)
+    for ref in references:
+        assert ref.startswith("/") and not ref.startswith("//"), ref
+        asset = client.get(ref)
+        assert asset.status_code == 200 and len(asset.data) > 1000, ref
+    assert "SwaggerUIBundle" in client.get("/docs/swagger-ui-bundle.js").get_data(as_text=True)
+    assert not re.search(r"https?://", " ".join(references))
+    for bad in ("/docs/VERSION", "/docs/nope.js", "/docs/../setup.cfg"):
+        response = client.get(bad)
+        assert response.status_code == 404 and response.get_json()["error"]["status"] == 404
+
+
+def test_production_serves_no_docs_assets(make_app):
+    client = make_app(ENV="production").test_client()
+    assert client.get("/docs/swagger-ui-bundle.js").status_code == 404
 
 
 CUE_PRIMITIVE_ROUTES = {

@@ -150,7 +150,12 @@ def resolve_agent(ref: str, *, include_deleted: bool = False, what: str = "Agent
         agent = db.session.execute(query.limit(1)).scalar_one_or_none()
         if agent is not None:
             return agent
-    raise NotFound("agent_not_found", f"{what} {ref[:80]!r} not found")
+    raise agent_not_found(ref, what)
+
+
+def agent_not_found(ref: str, what: str = "Agent") -> NotFound:
+    """The ``404 agent_not_found`` for ``ref``: one wording for missing and hidden agents."""
+    return NotFound("agent_not_found", f"{what} {ref[:80]!r} not found")
 
 
 def resolve_owned_agent(user_id, ref: str, *, include_deleted: bool = False) -> Agent:

@@ -2,8 +2,9 @@
 
 Every send asks the active backend whether the sender's agent may reach the recipient agent
 (``message_kind="message"``) and, when the sender names a ``reply_to_agent``, whether replies
-may be routed there (``"reply_chain"``).  A ``False`` answer is ``403
-cross_tenant_messaging_forbidden``.
+may be routed there (``"reply_chain"``).  A ``False`` answer for another user's agent is the
+``404 agent_not_found`` a missing agent gets (so agents cannot be probed); for two of the
+caller's own agents it is ``403 cross_tenant_messaging_forbidden``.
 
 Backends:
 

@@ -54,8 +54,10 @@ def deliver_pushes(ctx) -> int:
 
 
 def _deliver(in_flight: InFlight, message_id: str, attempt: int) -> None:
+    from app.metrics import count_push_result
+
     try:
-        delivery.deliver_push(message_id, attempt)
+        count_push_result(delivery.deliver_push(message_id, attempt))
     finally:
         in_flight.discard(message_id)
 

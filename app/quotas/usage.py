@@ -47,29 +47,46 @@ def outcome_counts(user: User, month_start: datetime) -> dict[str, int]:
 
 
 def usage_report(user: User, rate_usage: int, now: datetime | None = None) -> dict[str, Any]:
-    """The body of ``GET /v1/usage`` (wire §12.1) for ``user`` at ``now``."""
+    """The body of ``GET /v1/usage`` (wire §12.1) for ``user`` at ``now``.
+
+    ``cues.used`` counts ``active`` + ``paused`` cues (what ``active_cue_limit`` is checked
+    against); ``GET /v1/auth/me``'s ``active_cues`` counts ``active`` only, as upstream does.
+
+    With ``DISABLE_QUOTA_ENFORCEMENT=true`` nothing is limited, and the report says so instead
+    of showing the plan's numbers as if they applied: each ``limit`` is ``0`` (the wire rule
+    already reads a limit ≤ 0 as "none": ``percent_used`` 0, and the ``cueapi`` CLI and SDK
+    treat it the same way), ``remaining`` is ``null``, ``unlimited`` is ``true``, and
+    ``will_exceed_limit`` is ``false``.  The counts are reported either way.
+    """
+    from app.quotas.cues import quotas_enforced
+
     now = now or utcnow()
+    enforced = quotas_enforced()
     first, last, month_start = _month_bounds(now)
     days_in_month = last.day
     days_elapsed = now.day
     cues_used = counted_cues(user.id)
     executions_used = executions_this_month(user.id, now)
-    execution_limit = user.monthly_execution_limit
+    cue_limit = user.active_cue_limit if enforced else 0
+    execution_limit = user.monthly_execution_limit if enforced else 0
     projected = round(executions_used / days_elapsed * days_in_month) if days_elapsed else 0
     period = {"start": first.isoformat(), "end": last.isoformat()}
     return {
         "plan": user.plan,
         "billing_period": period | {"days_remaining": days_in_month - now.day},
         "period": dict(period),
-        "cues": {"used": cues_used, "active": cues_used, "limit": user.active_cue_limit,
-                 "remaining": max(user.active_cue_limit - cues_used, 0),
-                 "percent_used": round(_percent(cues_used, user.active_cue_limit))},
+        "cues": {"used": cues_used, "active": cues_used, "limit": cue_limit,
+                 "remaining": max(cue_limit - cues_used, 0) if enforced else None,
+                 "percent_used": round(_percent(cues_used, cue_limit)),
+                 "unlimited": not enforced},
         "executions": {"used": executions_used, "limit": execution_limit,
-                       "remaining": max(execution_limit - executions_used, 0),
+                       "remaining": max(execution_limit - executions_used, 0) if enforced
+                       else None,
                        "percent_used": round(_percent(executions_used, execution_limit)),
                        "percentage": round(_percent(executions_used, execution_limit), 1),
                        "projected_month_end": projected,
-                       "will_exceed_limit": projected > execution_limit},
+                       "will_exceed_limit": enforced and projected > execution_limit,
+                       "unlimited": not enforced},
         "outcomes": outcome_counts(user, month_start),
         "rate_limit": {"requests_per_minute": user.rate_limit_per_minute,
                        "current_usage": rate_usage},

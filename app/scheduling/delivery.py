@@ -358,6 +358,9 @@ def record_attempts(results: list[tuple[Attempt, SendResult | None, datetime]],
                 finish_once_cue(attempt.cue_id, values["status"] == "success",
                                 values["updated_at"])
     db.session.commit()
+    from app.metrics import count_webhook_results
+
+    count_webhook_results(v["status"] for _, v in written)
     by_id = {id(a): r for a, r, _ in results}
     for attempt, values in written:
         statuses[attempt.execution_id] = values["status"]

@@ -185,6 +185,9 @@ def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
         created += fired
     _advance_cues(advanced, now)
     db.session.commit()
+    from app.metrics import observe_lateness
+
+    observe_lateness((now - slot).total_seconds() for _, slot in inserted)
     return created, len(cues)
 
 

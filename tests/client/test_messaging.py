@@ -116,9 +116,9 @@ def test_messaging_under_delegation_is_scoped_to_the_acting_user(delegation_app,
     with pytest.raises(PermissionDeniedError) as info:
         as_b.messages.send(a1["id"], b1["id"], "spoofed sender")
     assert info.value.code == "from_agent_not_owned"
-    with pytest.raises(PermissionDeniedError) as info:
+    with pytest.raises(NotFoundError) as info:
         as_a.messages.send(a1["id"], b1["id"], "cross tenant")
-    assert info.value.code == "cross_tenant_messaging_forbidden"
+    assert info.value.code == "agent_not_found"
     assert as_b.agents.list()["total"] == 1
 
 

@@ -41,7 +41,7 @@ def _users(app):
 def test_same_tenant_is_default(app):
     _client, a, _b, a1, b1 = _users(app)
     r = a.send(a1["id"], b1["id"])
-    assert r.status_code == 403 and error_of(r)["code"] == "cross_tenant_messaging_forbidden"
+    assert r.status_code == 404 and error_of(r)["code"] == "agent_not_found"
     assert app.test_client().get("/v1/info").get_json()["authorization_backend"] == \
         "SameTenantAuthorizationBackend"
 
@@ -70,7 +70,7 @@ def test_allowlist_is_directed(make_app, db_url):
                   json={"to": b1["id"], "body": "x"}).status_code == 201
     back = c.post("/v1/messages", headers={**b.headers, "X-Cueapi-From-Agent": b1["id"]},
                   json={"to": a1["id"], "body": "x"})
-    assert back.status_code == 403
+    assert back.status_code == 404
     # same user always allowed
     a2 = a.agent("A2")
     assert c.post("/v1/messages", headers={**a.headers, "X-Cueapi-From-Agent": a1["id"]},
@@ -199,7 +199,12 @@ def test_hook_denies(hook_app, kwargs):
     app, _hook = hook_app(**kwargs)
     _client, a, _b, a1, b1 = _users(app)
     r = a.send(a1["id"], b1["id"])
+    assert r.status_code == 404 and error_of(r)["code"] == "agent_not_found"
+    # between two of the caller's own agents a refusal stays a 403 (nothing to hide)
+    a2 = a.agent("A2")
+    r = a.send(a1["id"], a2["id"])
     assert r.status_code == 403 and error_of(r)["code"] == "cross_tenant_messaging_forbidden"
+    assert a1["id"] not in error_of(r)["message"]
 
 
 def test_hook_timeout_denies(hook_app):
@@ -207,7 +212,7 @@ def test_hook_timeout_denies(hook_app):
     _client, a, _b, a1, b1 = _users(app)
     started = time.monotonic()
     r = a.send(a1["id"], b1["id"])
-    assert r.status_code == 403
+    assert r.status_code == 404
     assert time.monotonic() - started < 1.9
     assert len(hook.requests) == 1
 
@@ -215,4 +220,4 @@ def test_hook_timeout_denies(hook_app):
 def test_hook_unreachable_denies(make_app):
     app = make_app(AUTHZ_HOOK_URL="http://127.0.0.1:9/authz", AUTHZ_HOOK_SECRET=HOOK_SECRET)
     _client, a, _b, a1, b1 = _users(app)
-    assert a.send(a1["id"], b1["id"]).status_code == 403
+    assert a.send(a1["id"], b1["id"]).status_code == 404

@@ -52,8 +52,8 @@ def test_delegated_user_cannot_use_another_users_agent(delegation_client):
     cross = delegation_client.post(
         "/v1/messages", headers={**service_headers(a_id), "X-Cueapi-From-Agent": a1["id"]},
         json={"to": b1["id"], "body": "x"})
-    assert cross.status_code == 403
-    assert error_of(cross)["code"] == "cross_tenant_messaging_forbidden"
+    assert cross.status_code == 404
+    assert error_of(cross)["code"] == "agent_not_found"
     hidden = delegation_client.get(f"/v1/agents/{a1['id']}", headers=service_headers(b_id))
     assert hidden.status_code == 404
 
@@ -77,6 +77,6 @@ def test_allowlist_applies_to_delegated_sends(make_app):
     back = allowed.post("/v1/messages",
                         headers={**service_headers(b_id), "X-Cueapi-From-Agent": b1["id"]},
                         json={"to": a1["id"], "body": "x"})
-    assert back.status_code == 403
+    assert back.status_code == 404
     msg = sent.get_json()["id"]
     assert allowed.get(f"/v1/messages/{msg}", headers=service_headers(b_id)).status_code == 200

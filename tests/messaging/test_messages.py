@@ -219,9 +219,9 @@ def test_processing_order(alice, party, pair, client):
     r = alice.send(sender["id"], receiver["id"], reply_to_agent="agt_000000000000")
     assert r.status_code == 404
     r = alice.send(sender["id"], bob_agent["id"])
-    assert r.status_code == 403 and error_of(r)["code"] == "cross_tenant_messaging_forbidden"
+    assert r.status_code == 404 and error_of(r)["code"] == "agent_not_found"
     r = alice.send(sender["id"], receiver["id"], reply_to_agent=bob_agent["id"])
-    assert r.status_code == 403 and error_of(r)["code"] == "cross_tenant_messaging_forbidden"
+    assert r.status_code == 404 and error_of(r)["code"] == "agent_not_found"
     r = alice.send(sender["id"], receiver["id"], reply_to="msg_000000000000")
     assert r.status_code == 404 and error_of(r)["code"] == "reply_to_not_found"
 
@@ -352,3 +352,34 @@ def test_expired_message_transitions(alice, pair, client, app):
     for action in ("read", "ack"):
         r = client.post(f"/v1/messages/{msg['id']}/{action}", headers=alice.headers)
         assert r.status_code == 409 and error_of(r)["code"] == "invalid_state_transition"
+
+
+def test_foreign_agent_is_indistinguishable_from_a_missing_one(alice, party, pair, client):
+    """A refused send to another user's agent answers exactly as a send to no agent: same
+    status, code and message, naming only what the caller sent (docs/messaging.md)."""
+    sender, receiver = pair
+    bob = party("bob-hidden@example.com")
+    bob_agent = bob.agent("Bob")
+    bob_slug = client.get("/v1/auth/me", headers=bob.headers).get_json()["slug"]
+    by_address = f"{bob_agent['slug']}@{bob_slug}"
+    missing_address = f"nobody@{bob_slug}"
+    for foreign, missing in ((bob_agent["id"], "agt_000000000000"),
+                             (by_address, missing_address)):
+        hidden = alice.send(sender["id"], foreign)
+        absent = alice.send(sender["id"], missing)
+        assert hidden.status_code == absent.status_code == 404
+        assert hidden.get_json()["error"] == {
+            **absent.get_json()["error"],
+            "message": absent.get_json()["error"]["message"].replace(missing, foreign)}
+        assert bob_agent["id"] not in hidden.get_data(as_text=True) or foreign == bob_agent["id"]
+        assert sender["id"] not in hidden.get_data(as_text=True)
+        # the reply_to_agent position: a foreign agent is as absent as a missing one, and a
+        # refused foreign ``to`` answers before a missing reply_to_agent is looked at
+        hidden = alice.send(sender["id"], receiver["id"], reply_to_agent=foreign)
+        absent = alice.send(sender["id"], receiver["id"], reply_to_agent=missing)
+        assert hidden.get_json()["error"]["message"] == \
+            absent.get_json()["error"]["message"].replace(missing, foreign)
+        both = alice.send(sender["id"], foreign, reply_to_agent="agt_000000000001")
+        assert both.get_json()["error"]["message"] == \
+            alice.send(sender["id"], missing, reply_to_agent="agt_000000000001") \
+            .get_json()["error"]["message"].replace(missing, foreign)

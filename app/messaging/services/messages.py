@@ -27,7 +27,7 @@ from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.events import emission as events
 from app.extensions import db
 from app.messaging import authorization
-from app.messaging.addressing import new_id, prefetch_agents, resolve_agent
+from app.messaging.addressing import agent_not_found, new_id, prefetch_agents, resolve_agent
 from app.messaging.services.agents import touch_presence
 from app.messaging.models import Agent, Message, MessageIdempotencyKey
 from app.quotas import messages as quotas
@@ -37,6 +37,9 @@ MAX_IDEMPOTENCY_KEY = 255
 MAX_METADATA_BYTES = 10240
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _MESSAGE_ID = re.compile(r"^msg_[a-z0-9]{12}$")
+#: How the 404 of an unknown (or refused foreign) ``to`` / ``reply_to_agent`` names it.
+RECIPIENT = "Recipient agent"
+REPLY_AGENT = "reply_to_agent"
 
 
 def metadata_size(metadata: dict[str, Any]) -> int:
@@ -63,15 +66,27 @@ class SendResult:
     downgraded: bool = False
 
 
-def _authorize(sender: Agent, target: Agent, kind: str, key: str | None) -> None:
+def _authorize(sender: Agent, target: Agent, kind: str, key: str | None, *, ref: str,
+               what: str) -> None:
+    """Ask the authorization backend; a refusal for another user's agent looks like no agent.
+
+    Upstream answers ``403 cross_tenant_messaging_forbidden`` naming both agent ids, which tells
+    the caller that an address exists and what its id is.  Here a refused agent of another user
+    gets exactly the answer a missing one gets (``404 agent_not_found`` with the reference the
+    caller gave), so agents of other users cannot be probed.  A refusal between two of the
+    caller's own agents (a webhook backend may deny those) stays a 403 that names no id.
+    """
     request = authorization.AuthorizationRequest(
         sender_user_id=sender.user_id, recipient_user_id=target.user_id,
         sender_agent_id=sender.id, recipient_agent_id=target.id, message_kind=kind,
         idempotency_key=key)
-    if not authorization.is_allowed(request):
-        raise Forbidden("cross_tenant_messaging_forbidden",
-                        f"Agent {sender.id} may not message agent {target.id}"
-                        + (" (reply_to_agent)" if kind == authorization.REPLY_CHAIN else ""))
+    if authorization.is_allowed(request):
+        return
+    if not request.same_user:
+        raise agent_not_found(ref, what)
+    raise Forbidden("cross_tenant_messaging_forbidden",
+                    "The authorization backend refused this send"
+                    + (" (reply_to_agent)" if kind == authorization.REPLY_CHAIN else ""))
 
 
 #: The message attributes a send writes (the others keep their column defaults).
@@ -132,9 +147,11 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
 
     Raises, in this order: ``400 missing_from_agent``; ``400 invalid_agent_address`` /
     ``404 agent_not_found`` (sender); ``400 invalid_idempotency_key``; ``400
-    metadata_too_large``; ``403 from_agent_not_owned``; 400/404 for ``to`` and
-    ``reply_to_agent``; ``403 cross_tenant_messaging_forbidden``; the idempotent replay (200)
-    or ``409 idempotency_key_conflict``; ``429 rate_limit_exceeded`` /
+    metadata_too_large``; ``403 from_agent_not_owned``; 400/404 for ``to``, then for
+    ``reply_to_agent``, each authorized as it is resolved (a refused agent of another user is
+    the same 404 as a missing one);
+    ``403 cross_tenant_messaging_forbidden`` (a refusal between the caller's own agents);
+    the idempotent replay (200) or ``409 idempotency_key_conflict``; ``429 rate_limit_exceeded`` /
     ``429 priority_high_rate_limit``; ``402 quota_exceeded``; ``404 reply_to_not_found``.
     """
     if from_ref is None or not from_ref.strip():
@@ -154,14 +171,16 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
     if sender.user_id != user.id:
         raise Forbidden("from_agent_not_owned",
                         "X-Cueapi-From-Agent names an agent you do not own")
-    recipient = resolve_agent(data["to"], what="Recipient agent")
+    # Each agent is authorized as soon as it is resolved: a refused foreign ``to`` must answer
+    # before ``reply_to_agent`` is looked at, exactly as a missing one does.
+    recipient = resolve_agent(data["to"], what=RECIPIENT)
+    _authorize(sender, recipient, authorization.MESSAGE, key, ref=data["to"], what=RECIPIENT)
     reply_agent = None
     if data.get("reply_to_agent"):
-        reply_agent = resolve_agent(data["reply_to_agent"], what="reply_to_agent")
+        reply_agent = resolve_agent(data["reply_to_agent"], what=REPLY_AGENT)
+        _authorize(sender, reply_agent, authorization.REPLY_CHAIN, key,
+                   ref=data["reply_to_agent"], what=REPLY_AGENT)
     del prefetched  # every agent is resolved (and referenced) by now
-    _authorize(sender, recipient, authorization.MESSAGE, key)
-    if reply_agent is not None:
-        _authorize(sender, reply_agent, authorization.REPLY_CHAIN, key)
 
     now = utcnow()
     requested = data.get("priority", 3)
