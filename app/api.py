@@ -9,6 +9,7 @@ before schema validation 422) and lets the arguments parser reuse the result.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import flask_smorest
@@ -22,6 +23,9 @@ from app.errors import BadRequest, NotFound
 
 #: Deepest JSON nesting accepted in a request body.
 MAX_JSON_DEPTH = 64
+#: Largest value an ``Integer`` column holds on PostgreSQL (and the bound of every integer a
+#: request may carry into one, so an overflow is a 422 naming the field, never a 500).
+INT32_MAX = 2**31 - 1
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -30,6 +34,20 @@ class BaseSchema(ma.Schema):
 
     class Meta:
         unknown = ma.EXCLUDE
+
+
+class WholeMatch(ma.validate.Regexp):
+    r"""``validate.Regexp`` that must match the whole value.
+
+    ``Regexp`` uses ``re.match``, whose ``$`` also matches before a final newline, so
+    ``"slug\n"`` would pass ``^[a-z]+$``.  Patterns keep the ``^…$`` spelling because the OpenAPI
+    document publishes them and JSON Schema patterns are ECMA-262 (no ``\Z``).
+    """
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
 
 
 class StrictSchema(ma.Schema):
@@ -191,6 +209,23 @@ def _parsed_body() -> tuple[Any, BadRequest | None]:
 _PARSED_BODY = "cueline.parsed_body"
 
 
+class _NonFiniteNumber(ValueError):
+    """A ``NaN`` / ``Infinity`` literal or a number too large for a float (``1e400``)."""
+
+
+def _refuse_constant(name: str):
+    # Python's json module accepts NaN, Infinity and -Infinity; JSON (RFC 8259) does not, and
+    # no column or JSON document in PostgreSQL can store them.
+    raise _NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteNumber(f"the number {text[:40]} is out of range")
+    return value
+
+
 def _read_json_body() -> Any:
     """The JSON body, ``ma.missing`` when the request carries none, or 400 ``invalid_json``."""
     if request.method not in _BODY_METHODS:
@@ -210,7 +245,10 @@ def _read_json_body() -> Any:
 def parse_json_bytes(raw: bytes) -> Any:
     """Parse a JSON document with the body rules (depth, no NUL) or raise 400 ``invalid_json``."""
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant,
+                          parse_float=_finite_float)
+    except _NonFiniteNumber as exc:
+        raise BadRequest("invalid_json", f"Request body is not valid JSON: {exc}") from None
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("invalid_json", "Request body is not valid JSON") from None
     except RecursionError:

@@ -4,12 +4,17 @@ The request line carries method, path (never the query string: magic links and o
 travel there), status, duration, the acting user, the auth path, the acting service principal
 and the request id.  Credentials never reach a log record: headers are not logged, SQL
 parameters are hidden by the engine options, and exceptions are logged by type and traceback.
+PostgreSQL's own error text can still carry row values (a unique violation's ``DETAIL:  Key
+(api_key_hash)=(…) already exists``, a bound parameter in ``CONTEXT``), which
+``hide_parameters`` does not reach: :func:`scrub_database_detail` removes those parts from every
+logged message and traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,6 +26,22 @@ _FIELDS = ("method", "path", "status", "duration_ms", "user_id", "auth_path", "p
            "request_id", "remote_addr")
 
 
+#: A ``DETAIL:`` or ``CONTEXT:`` part of a PostgreSQL error, up to the next part of the message,
+#: SQLAlchemy's ``[SQL: …]`` / background lines, a blank line (a traceback's next section), or
+#: the end.  Values in these parts can span lines, hence the lazy match up to a known boundary.
+_DATABASE_DETAIL = re.compile(
+    r"^(DETAIL|CONTEXT):.*?(?=^(?:DETAIL|CONTEXT|HINT):|^\[SQL: |^\(Background on this error|"
+    r"^\s*$|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def scrub_database_detail(text: str) -> str:
+    """``text`` without the ``DETAIL`` and ``CONTEXT`` parts of PostgreSQL errors (they quote
+    row values: key hashes, e-mail addresses, parameters)."""
+    if "DETAIL:" not in text and "CONTEXT:" not in text:
+        return text
+    return _DATABASE_DETAIL.sub(lambda m: f"{m.group(1)}:  (hidden)\n", text)
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object per line."""
 
@@ -29,13 +50,13 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": scrub_database_detail(record.getMessage()),
         }
         for field in _FIELDS:
             if hasattr(record, field):
                 entry[field] = getattr(record, field)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = scrub_database_detail(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -11,8 +11,11 @@
 * Counters live in ``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) by default, Redis to
   share them across gunicorn workers and machines.  If the storage is unreachable requests are
   let through (fail open) and a warning is logged.
-* ``SERVICE_RATE_LIMIT_PER_MINUTE`` adds one bucket per service principal for delegated requests,
-  checked after the subject user's.
+* ``SERVICE_RATE_LIMIT_PER_MINUTE`` adds one bucket per service principal for delegated requests.
+  A request counts against a bucket only if no bucket refused it: the principal's is looked at
+  (without counting) before the subject user's is counted, so a principal over its limit does
+  not use up its users' limits with requests it is refused; a request the user's limit refuses
+  is not counted against the principal either.
 * :func:`limit` adds an endpoint-specific limit (device-code creation, e-mail submission …).
 
 The Limiter is built per app, like the Api, so two apps never share counters or settings.
@@ -135,6 +138,9 @@ def _unlimited() -> bool:
 
 def build_limiter(app: Flask) -> Limiter:
     """Create the app's Limiter (its before_request hook runs where this is called)."""
+    # Registered before the limiter's own hook: a principal already over its limit is refused
+    # before the subject user's bucket counts the request.
+    app.before_request(_peek_service_principal_limit)
     limiter = Limiter(
         key_func=_bucket,
         app=app,
@@ -155,42 +161,70 @@ def build_limiter(app: Flask) -> Limiter:
     return limiter
 
 
-def _check_service_principal_limit() -> None:
-    """``SERVICE_RATE_LIMIT_PER_MINUTE``: one bucket per service principal, over all its users.
-
-    Counted for delegated requests on top of the subject user's bucket (``/v1/internal/*`` stays
-    unlimited, as the wire protocol has it).  A refusal is ``429 rate_limit_exceeded`` with
-    ``limit_scope: "service"`` so an integrator can tell its own cap from a user's.
-    """
+def _service_principal_bucket():
+    """``(limiter, item, bucket)`` of the principal behind a delegated request, else None."""
     per_minute = current_app.config["SERVICE_RATE_LIMIT_PER_MINUTE"]
     limiter: Limiter = current_app.extensions["cueline_limiter"]
     path = request.path
     if (per_minute <= 0 or not limiter.enabled or request.method == "OPTIONS"
             or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)):
-        return
+        return None
     from app.auth.decorators import try_identity
 
     identity = try_identity()
     if identity is None or identity.principal is None:
-        return
+        return None
     item = parse(f"{per_minute} per minute")
-    bucket = f"principal:{identity.principal.principal_id or identity.principal.name}"
+    return limiter, item, f"principal:{identity.principal.principal_id or identity.principal.name}"
+
+
+def _refuse_service(limiter: Limiter, item, bucket: str) -> None:
+    reset, _remaining = limiter.limiter.get_window_stats(item, "service-principal", bucket)
+    retry = max(1, int(reset - time.time()))
+    per_minute = current_app.config["SERVICE_RATE_LIMIT_PER_MINUTE"]
+    from app.metrics import count_rate_limit_refusal
+
+    count_rate_limit_refusal("service")
+    raise AppError("rate_limit_exceeded",
+                   retry_message(retry, f"Too many requests from this service principal "
+                                        f"({per_minute} per minute)"), 429,
+                   headers={"Retry-After": str(retry)}, limit_scope="service")
+
+
+def _peek_service_principal_limit() -> None:
+    """Before the subject user's bucket counts: refuse a principal already over its limit,
+    without counting the request anywhere."""
+    found = _service_principal_bucket()
+    if found is None:
+        return
+    limiter, item, bucket = found
+    try:
+        allowed = limiter.limiter.test(item, "service-principal", bucket)
+    except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
+        return
+    if not allowed:
+        _refuse_service(limiter, item, bucket)
+
+
+def _check_service_principal_limit() -> None:
+    """``SERVICE_RATE_LIMIT_PER_MINUTE``: one bucket per service principal, over all its users.
+
+    Counted for delegated requests the subject user's limit let through (``/v1/internal/*``
+    stays unlimited, as the wire protocol has it).  A refusal is ``429 rate_limit_exceeded``
+    with ``limit_scope: "service"`` so an integrator can tell its own cap from a user's.
+    """
+    found = _service_principal_bucket()
+    if found is None:
+        return
+    limiter, item, bucket = found
     try:
         allowed = limiter.limiter.hit(item, "service-principal", bucket)
         if not allowed:
-            reset, _remaining = limiter.limiter.get_window_stats(item, "service-principal", bucket)
+            _refuse_service(limiter, item, bucket)
+    except AppError:
+        raise
     except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
         current_app.logger.warning("rate limit storage unavailable; service limit not enforced")
-        return
-    if not allowed:
-        from app.metrics import count_rate_limit_refusal
-
-        count_rate_limit_refusal("service")
-        retry = max(1, int(reset - time.time()))
-        raise AppError("rate_limit_exceeded",
-                       retry_message(retry, f"Too many requests from this service principal "
-                                            f"({per_minute} per minute)"), 429,
-                       headers={"Retry-After": str(retry)}, limit_scope="service")
 
 
 def limit(limit_value: str, key: Callable[[], str], scope: str):

@@ -58,3 +58,52 @@ def test_no_secret_reaches_the_logs(delegation_client, capfd, caplog):
     assert "cueline.request" in text
     for secret in secrets_seen:
         assert secret not in text
+
+
+def test_database_error_detail_is_not_logged(make_app, backend, capfd):
+    """A unique violation's DETAIL (PostgreSQL quotes the row's values, here a stored key hash)
+    never reaches the log, although the error itself is logged."""
+    import uuid as uuid_module
+
+    from app.extensions import db
+    from app.users.models import User
+
+    app = make_app()
+
+    @app.post("/test-duplicate-key")
+    def duplicate_key():
+        existing = db.session.scalars(db.select(User)).one()
+        db.session.add(User(id=uuid_module.uuid4(), email="dup@example.com", slug="dup",
+                            api_key_hash=existing.api_key_hash, api_key_prefix="cue_sk_x"))
+        db.session.commit()
+        return "unreachable"
+
+    client = app.test_client()
+    client.post("/v1/auth/register", json={"email": "owner@example.com"})
+    with app.app_context():
+        stored_hash = db.session.scalars(db.select(User.api_key_hash)).one()
+    capfd.readouterr()
+    response = client.post("/test-duplicate-key")
+    assert response.status_code == 500
+    logged = capfd.readouterr().err
+    errors = [e for e in _lines(logged) if e["level"] == "ERROR"]
+    assert errors and "IntegrityError" in errors[0]["exception"]
+    assert stored_hash not in logged
+    if backend == "postgresql":
+        assert "uq_users_api_key_hash" in errors[0]["exception"]  # what failed is still said
+        assert "DETAIL:  (hidden)" in errors[0]["exception"]
+
+
+def test_scrub_database_detail_keeps_the_rest():
+    from app.logs import scrub_database_detail
+
+    text = ('(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint '
+            '"uq_users_email"\nDETAIL:  Key (email)=(a@example.com\nsecond line) already '
+            'exists.\nCONTEXT:  unnamed portal parameter $1 = \'secret\'\n[SQL: INSERT …]\n'
+            '(Background on this error at: https://sqlalche.me/e/20/gkpj)')
+    scrubbed = scrub_database_detail(text)
+    assert "a@example.com" not in scrubbed and "second line" not in scrubbed
+    assert "secret" not in scrubbed
+    assert scrubbed.startswith('(psycopg.errors.UniqueViolation) duplicate key value violates')
+    assert "[SQL: INSERT …]" in scrubbed and "(Background on this error" in scrubbed
+    assert scrub_database_detail("no database text") == "no database text"

@@ -186,3 +186,48 @@ def test_wire_wording_of_common_messages(make_app, client):
         "name": "w", "transport": "worker",
         "schedule": {"type": "recurring", "cron": "0 9 * * *"}}).get_json()
     assert cue["warning"].startswith("No active workers")
+
+
+@pytest.fixture
+def scratch_url(backend, tmp_path, request):
+    """An empty database of the current backend, for migration tests."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/scratch.db"
+    return request.getfixturevalue("pg_cluster").create_database(
+        f"scratch_{tmp_path.name[-8:].lower().replace('-', '_')}")
+
+
+def test_invite_owner_migration_backfills_from_the_minting_principal(scratch_url):
+    """0011_security gives invites minted by an owner-bound principal that principal's owner."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from app import create_app
+
+    app = create_app({"ENV": "test", "DATABASE_URL": scratch_url})
+    with app.app_context():
+        upgrade(revision="0006_principals")
+        engine = create_engine(scratch_url)
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO service_principals (id, name, owner, scopes, "
+                              "created_at) VALUES (:id, 'crm', 'acme', 'users:write', :now)"),
+                         {"id": uuid.uuid4().hex if "sqlite" in scratch_url else uuid.uuid4(),
+                          "now": now})
+            for created_by in ("service:crm", "service:env", "cli"):
+                conn.execute(text(
+                    "INSERT INTO invites (id, token_hash, token_prefix, uses, created_by, "
+                    "created_at) VALUES (:id, :hash, 'inv_x', 0, :by, :now)"),
+                    {"id": uuid.uuid4().hex if "sqlite" in scratch_url else uuid.uuid4(),
+                     "hash": uuid.uuid4().hex, "by": created_by, "now": now})
+        upgrade()
+        with engine.connect() as conn:
+            owners = dict(conn.execute(text("SELECT created_by, owner FROM invites")).all())
+        engine.dispose()
+        from app.extensions import db
+
+        db.engine.dispose()
+    assert owners == {"service:crm": "acme", "service:env": None, "cli": None}

@@ -19,7 +19,7 @@ from app.agents_live.models import (
     SESSION_TOKEN_MAX,
     TASK_NAME_MAX,
 )
-from app.api import BaseSchema, StrictSchema
+from app.api import BaseSchema, StrictSchema, WholeMatch
 from app.messaging.schemas import UTCTimestamp
 
 #: A daemon-issued token: an optional ``v<version>_`` prefix and a 26-character ULID in
@@ -56,7 +56,7 @@ def _optional_text(maximum: int) -> fields.String:
 
 def _ipc_token(**kwargs) -> fields.String:
     return fields.String(validate=[validate.Length(min=26, max=IPC_TOKEN_MAX),
-                                   validate.Regexp(IPC_TOKEN_PATTERN, error=IPC_TOKEN_ERROR)],
+                                   WholeMatch(IPC_TOKEN_PATTERN, error=IPC_TOKEN_ERROR)],
                          metadata={"example": "01JD3Q5Z8K2M4N6P7R9S0T1V2W"}, **kwargs)
 
 

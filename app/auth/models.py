@@ -24,7 +24,12 @@ class RotatedApiKey(db.Model):
 
 
 class Invite(db.Model):
-    """A registration invite (for instances with ``ALLOW_REGISTER=false``); token stored hashed."""
+    """A registration invite (for instances with ``ALLOW_REGISTER=false``); token stored hashed.
+
+    ``owner`` is the owner tag of the service principal that minted it (None: minted by an
+    unbound principal, the env token or the CLI).  Owner-bound principals see and revoke only
+    their owner's invites, and a user who redeems one belongs to that owner.
+    """
 
     __tablename__ = "invites"
     __table_args__ = (
@@ -41,6 +46,7 @@ class Invite(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_by: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     note: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -35,7 +35,7 @@ DEFAULT_SCOPES = frozenset({"users:write", "users:act"})
 MAX_LIVE_KEYS = 2
 #: Names reserved for the built-in env principal and its previous token.
 RESERVED_NAMES = frozenset({"env", "env-previous"})
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 
 def generate_service_key() -> str:
@@ -96,7 +96,7 @@ def create_principal(name: str, owner: str | None = None,
     (≤ 64 characters) binding the principal to that owner's users; None = unbound.  ``scopes``:
     defaults to ``users:write users:act``.  A taken name → ``Conflict('principal_exists')``.
     """
-    if not _NAME.match(name) or name in RESERVED_NAMES:
+    if not _NAME.fullmatch(name) or name in RESERVED_NAMES:
         raise BadRequest("invalid_principal_name",
                          "Name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting "
                          "and ending with a letter or digit, and not 'env'")

@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from app.api import BaseSchema
+from app.api import INT32_MAX, BaseSchema
 
 
 class RegisterSchema(BaseSchema):
@@ -84,7 +84,7 @@ class InviteCreateSchema(BaseSchema):
     """Body of ``POST /v1/internal/invites``."""
 
     max_uses = fields.Integer(load_default=1, allow_none=True, strict=True,
-                              validate=validate.Range(min=1), metadata={
+                              validate=validate.Range(min=1, max=INT32_MAX), metadata={
                                   "description": "Uses allowed (default 1); null = unlimited"})
     expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=UTC)
     email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=255))

@@ -123,8 +123,13 @@ class NewInvite:
 
 def create_invite(created_by: str, *, max_uses: int | None = 1,
                   expires_at: datetime | None = None, email: str | None = None,
-                  note: str | None = None) -> NewInvite:
-    """Mint an invite token (single-use by default; ``max_uses=None`` = unlimited)."""
+                  note: str | None = None, owner: str | None = None) -> NewInvite:
+    """Mint an invite token (single-use by default; ``max_uses=None`` = unlimited).
+
+    ``owner``: the owner tag of an owner-bound principal minting it; only principals bound to
+    that owner (and unbound ones) see or revoke it, and whoever redeems it gets that
+    ``external_owner``.
+    """
     if max_uses is not None and max_uses < 1:
         raise BadRequest("invalid_max_uses", "max_uses must be at least 1 (or null for unlimited)")
     if expires_at is not None and expires_at <= utcnow():
@@ -132,27 +137,37 @@ def create_invite(created_by: str, *, max_uses: int | None = 1,
     token = INVITE_PREFIX + secrets.token_hex(16)
     invite = Invite(id=uuid.uuid4(), token_hash=hash_secret(token), token_prefix=key_prefix(token),
                     email=normalize_email(email) if email else None, max_uses=max_uses, uses=0,
-                    expires_at=expires_at, created_by=created_by, note=note, created_at=utcnow())
+                    expires_at=expires_at, created_by=created_by, owner=owner, note=note,
+                    created_at=utcnow())
     db.session.add(invite)
     db.session.commit()
     return NewInvite(invite=invite, token=token)
 
 
-def list_invites() -> list[tuple[Invite, list[InviteRedemption]]]:
-    """Every invite, newest first, with who redeemed it."""
-    invites = db.session.scalars(select(Invite).order_by(Invite.created_at.desc())).all()
-    redemptions = db.session.scalars(select(InviteRedemption)
-                                     .order_by(InviteRedemption.redeemed_at)).all()
+def list_invites(owner: str | None = None) -> list[tuple[Invite, list[InviteRedemption]]]:
+    """Every invite (of ``owner`` when given), newest first, with who redeemed it."""
+    query = select(Invite).order_by(Invite.created_at.desc())
+    redeemed = select(InviteRedemption).order_by(InviteRedemption.redeemed_at)
+    if owner is not None:
+        query = query.where(Invite.owner == owner)
+        redeemed = redeemed.join(Invite, Invite.id == InviteRedemption.invite_id).where(
+            Invite.owner == owner)
+    invites = db.session.scalars(query).all()
+    redemptions = db.session.scalars(redeemed).all()
     by_invite: dict[uuid.UUID, list[InviteRedemption]] = {}
     for redemption in redemptions:
         by_invite.setdefault(redemption.invite_id, []).append(redemption)
     return [(invite, by_invite.get(invite.id, [])) for invite in invites]
 
 
-def revoke_invite(invite_id: uuid.UUID) -> None:
-    """Revoke an invite (idempotent); unknown → ``404 invite_not_found``."""
+def revoke_invite(invite_id: uuid.UUID, owner: str | None = None) -> None:
+    """Revoke an invite (idempotent); unknown → ``404 invite_not_found``.
+
+    With ``owner``, another owner's invite (or one of no owner) answers exactly like an unknown
+    one.
+    """
     invite = db.session.get(Invite, invite_id)
-    if invite is None:
+    if invite is None or (owner is not None and invite.owner != owner):
         raise NotFound("invite_not_found", "No such invite")
     if invite.revoked_at is None:
         invite.revoked_at = utcnow()
@@ -207,5 +222,8 @@ def register_with_invite(email: str | None, token: str) -> NewUser:
             raise _invite_refusal(token_hash)
         db.session.add(InviteRedemption(id=uuid.uuid4(), invite_id=invite.id, user_id=user.id,
                                         redeemed_at=now))
+        if invite.owner is not None:
+            # Invited by an owner-bound principal: the user is that owner's, as if upserted.
+            user.external_owner = invite.owner
 
     return register_user(email, in_transaction=consume)

@@ -25,8 +25,8 @@ from app.extensions import db
 from app.messaging.models import Agent
 from app.users.models import User
 
-_ID = re.compile(r"^agt_[A-Za-z0-9]{12}$")
-_SLUG_PART = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_ID = re.compile(r"agt_[A-Za-z0-9]{12}")
+_SLUG_PART = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_LENGTH = 12
 _ID_SPACE = len(_ID_ALPHABET) ** _ID_LENGTH
@@ -58,10 +58,10 @@ class Address:
 def parse_address(ref: str) -> Address:
     """Parse ``ref`` or raise ``400 invalid_agent_address`` saying which forms are accepted."""
     ref = (ref or "").strip()
-    if _ID.match(ref):
+    if _ID.fullmatch(ref):
         return Address(agent_id=ref)
     agent_slug, at, user_slug = ref.partition("@")
-    if at and _SLUG_PART.match(agent_slug) and _SLUG_PART.match(user_slug):
+    if at and _SLUG_PART.fullmatch(agent_slug) and _SLUG_PART.fullmatch(user_slug):
         return Address(agent_slug=agent_slug, user_slug=user_slug)
     raise BadRequest("invalid_agent_address",
                      f"{ref[:80]!r} is not an agent address; use an agent id (agt_ followed by "
@@ -77,7 +77,7 @@ def prefetch_agents(*refs: str | None) -> list[Agent]:
     not read again; anything that is not an agent id is left to those calls.  The identity map
     holds objects weakly: the caller keeps the returned list while it resolves.
     """
-    ids = sorted({ref.strip() for ref in refs if ref and _ID.match(ref.strip())})
+    ids = sorted({ref.strip() for ref in refs if ref and _ID.fullmatch(ref.strip())})
     found = {agent_id: db.session.identity_map.get(identity_key(Agent, agent_id))
              for agent_id in ids}
     held = [agent for agent in found.values() if agent is not None]
@@ -118,7 +118,7 @@ def _send_agent_params() -> dict[str, str | None]:
     body = peek_json_body()
     refs = (request.headers.get("X-Cueapi-From-Agent"),
             body.get("to") if isinstance(body, dict) else None)
-    return {f"send_agent_{i}": ref.strip() if isinstance(ref, str) and _ID.match(ref.strip())
+    return {f"send_agent_{i}": ref.strip() if isinstance(ref, str) and _ID.fullmatch(ref.strip())
             else None for i, ref in enumerate(refs)}
 
 

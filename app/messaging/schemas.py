@@ -7,7 +7,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from app.api import BaseSchema, StrictSchema
+from app.api import BaseSchema, StrictSchema, WholeMatch
 from app.messaging.models import AGENT_STATUSES
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
@@ -40,7 +40,7 @@ class AgentCreateSchema(StrictSchema):
 
     display_name = fields.String(required=True, validate=validate.Length(min=1, max=255))
     slug = fields.String(validate=[validate.Length(min=1, max=64),
-                                   validate.Regexp(SLUG_PATTERN, error=(
+                                   WholeMatch(SLUG_PATTERN, error=(
                                        "Slug must be 1-64 lowercase letters, digits or inner "
                                        "hyphens"))])
     webhook_url = fields.String(allow_none=True, validate=validate.Length(max=MAX_URL_LENGTH))
@@ -118,7 +118,7 @@ class MessageCreateSchema(StrictSchema):
     to = fields.String(required=True, validate=validate.Length(min=1, max=255))
     body = fields.String(required=True, validate=validate.Length(min=1, max=MAX_BODY_CHARS))
     subject = fields.String(allow_none=True, validate=validate.Length(max=255))
-    reply_to = fields.String(allow_none=True, validate=validate.Regexp(
+    reply_to = fields.String(allow_none=True, validate=WholeMatch(
         MESSAGE_ID_PATTERN, error="Must be a message id (msg_ followed by 12 characters)"))
     priority = fields.Integer(load_default=3, strict=True, validate=validate.Range(min=1, max=5))
     expects_reply = fields.Boolean(load_default=False)

@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from app.api import BaseSchema
+from app.api import INT32_MAX, BaseSchema, WholeMatch
 
 SLUG_PATTERN = r"^(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])$"
 
@@ -16,19 +16,19 @@ class InternalUserUpsertSchema(BaseSchema):
     email = fields.Email(required=True, validate=validate.Length(max=255))
     slug = fields.String(required=True, validate=[
         validate.Length(min=1, max=64),
-        validate.Regexp(SLUG_PATTERN, error="Must be lower-case letters, digits and inner "
+        WholeMatch(SLUG_PATTERN, error="Must be lower-case letters, digits and inner "
                                              "hyphens, starting and ending with a letter or digit"),
     ])
     plan = fields.String(load_default=None, allow_none=True,
                          validate=validate.Length(min=1, max=20))
     active_cue_limit = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                      validate=validate.Range(min=0))
+                                      validate=validate.Range(min=0, max=INT32_MAX))
     monthly_execution_limit = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                             validate=validate.Range(min=0))
+                                             validate=validate.Range(min=0, max=INT32_MAX))
     monthly_message_limit = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                           validate=validate.Range(min=0))
+                                           validate=validate.Range(min=0, max=INT32_MAX))
     rate_limit_per_minute = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                           validate=validate.Range(min=0))
+                                           validate=validate.Range(min=0, max=INT32_MAX))
     external_owner = fields.String(load_default=None, allow_none=True,
                                    validate=validate.Length(max=64))
     active = fields.Boolean(load_default=None, allow_none=True, metadata={
@@ -112,7 +112,7 @@ class AuditQuerySchema(BaseSchema):
     until = fields.AwareDateTime(default_timezone=UTC, metadata={
         "description": "Exclusive upper bound (ISO 8601; UTC when no zone is given)"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=INT32_MAX))
 
 
 class AuditRecordSchema(ma.Schema):

@@ -359,3 +359,38 @@ def test_service_rate_limit_is_validated(make_app, value):
 
     with pytest.raises(ConfigError):
         make_app(SERVICE_RATE_LIMIT_PER_MINUTE=value)
+
+
+def test_requests_refused_for_the_principal_do_not_count_against_its_users(make_app):
+    """A principal over its own limit does not use up its users' limits with the requests it
+    is refused; requests a user's limit refuses do not count against the principal."""
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN,
+                   RATELIMIT_ENABLED=True, SERVICE_RATE_LIMIT_PER_MINUTE=2)
+    client = app.test_client()
+    from app.auth.principals import create_principal
+
+    with app.app_context():
+        token = create_principal("noisy").token
+    user_id = new_user(client, token, rate_limit_per_minute=5)
+    user_key = client.post("/v1/auth/key/regenerate", headers={
+        **service_headers(user_id), "X-Confirm-Destructive": "true"}).get_json()["api_key"]
+    assert [me(client, token, user_id).status_code for _ in range(2)] == [200, 200]
+    for _ in range(25):
+        refused = me(client, token, user_id)
+        assert refused.status_code == 429 and error_of(refused)["limit_scope"] == "service"
+    # The user's own key still has 2 of the 5 requests of this minute (3 were counted: the
+    # regeneration and the principal's two allowed requests).
+    own = {"Authorization": f"Bearer {user_key}"}
+    assert [client.get("/v1/auth/me", headers=own).status_code for _ in range(3)] == \
+        [200, 200, 429]
+
+    # The other way round: a user over their own limit costs the principal nothing.
+    tight = new_user(client, SERVICE_TOKEN, rate_limit_per_minute=1)
+    with app.app_context():
+        fresh = create_principal("fresh").token
+    assert me(client, fresh, tight).status_code == 200
+    for _ in range(5):
+        refused = me(client, fresh, tight)
+        assert refused.status_code == 429 and "limit_scope" not in error_of(refused)
+    roomy = new_user(client, SERVICE_TOKEN, rate_limit_per_minute=100)
+    assert me(client, fresh, roomy).status_code == 200  # the principal's second request

@@ -9,7 +9,7 @@ import pytest
 from app.extensions import db
 from app.users.models import User
 from tests.delegation.conftest import me, new_user, upsert
-from tests.helpers import error_of, key_headers, register, service_headers
+from tests.helpers import SERVICE_TOKEN, error_of, key_headers, register, service_headers
 
 
 def _owner_of(app, user_id):
@@ -100,3 +100,56 @@ def test_bulk_sync_respects_owner_binding(app, client, principal):
     assert results[0]["error"]["code"] == "user_owned_by_another_owner"
     assert results[1] == {"id": mine, "status": "created"}
     assert _owner_of(app, mine) == "acme" and _owner_of(app, theirs) == "globex"
+
+
+def test_invites_are_owner_scoped(app, client, principal):
+    """An owner-bound principal sees and revokes only its owner's invites; another owner's
+    invite answers exactly like a missing one.  Unbound principals still see every invite."""
+    acme = principal("acme-app", owner="acme")
+    globex = principal("globex-app", owner="globex")
+
+    def mint(token, email):
+        response = client.post("/v1/internal/invites", json={"email": email},
+                               headers=service_headers(token=token))
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    acme_invite = mint(acme, "ann@acme.example")
+    globex_invite = mint(globex, "gus@globex.example")
+    env_invite = mint(SERVICE_TOKEN, "eve@example.com")
+
+    def listed(token):
+        response = client.get("/v1/internal/invites", headers=service_headers(token=token))
+        assert response.status_code == 200
+        return {i["email"] for i in response.get_json()["invites"]}
+
+    assert listed(acme) == {"ann@acme.example"}
+    assert listed(globex) == {"gus@globex.example"}
+    assert listed(SERVICE_TOKEN) == {"ann@acme.example", "gus@globex.example",
+                                     "eve@example.com"}
+    missing = client.delete(f"/v1/internal/invites/{uuid.uuid4()}",
+                            headers=service_headers(token=acme))
+    for foreign in (globex_invite["id"], env_invite["id"]):
+        refused = client.delete(f"/v1/internal/invites/{foreign}",
+                                headers=service_headers(token=acme))
+        assert refused.status_code == 404
+        assert refused.get_json() == missing.get_json()  # same code, message and status
+    # Nothing was revoked: globex's invite still registers its invitee ...
+    registered = client.post("/v1/auth/register", json={"invite": globex_invite["token"]})
+    assert registered.status_code == 201, registered.get_json()
+    # ... who belongs to globex, so globex (and not acme) may act for them.
+    key = registered.get_json()["api_key"]
+    user_id = client.get("/v1/auth/me", headers=key_headers(key)).get_json()["id"]
+    assert _owner_of(app, user_id) == "globex"
+    assert me(client, globex, user_id).status_code == 200
+    assert me(client, acme, user_id).status_code == 404
+    # acme revokes its own invite.
+    assert client.delete(f"/v1/internal/invites/{acme_invite['id']}",
+                         headers=service_headers(token=acme)).status_code == 204
+    gone = client.post("/v1/auth/register", json={"invite": acme_invite["token"]})
+    assert gone.status_code == 410 and error_of(gone)["code"] == "invite_revoked"
+    # An invite minted by the env token (no owner) leaves its user unowned.
+    env_user = client.post("/v1/auth/register", json={"invite": env_invite["token"]})
+    env_user_id = client.get("/v1/auth/me", headers=key_headers(
+        env_user.get_json()["api_key"])).get_json()["id"]
+    assert _owner_of(app, env_user_id) is None

@@ -105,3 +105,192 @@ def test_hostile_queries(hostile, query):
     client, headers = hostile
     for path in ("/v1/cues", "/v1/executions", "/v1/agents", "/v1/agents/roster"):
         _assert_envelope(client.get(f"{path}?{query}", headers=headers))
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers a client can send: integers past what a column holds, non-finite literals.
+
+#: Past PostgreSQL's integer (2**31), bigint (2**63) and any 64-bit type (10**30), both signs.
+HUGE_INTEGERS = [2**31, 2**63, 10**30, -(2**31) - 1, -(2**63) - 1]
+USER_LIMITS = ["active_cue_limit", "monthly_execution_limit", "monthly_message_limit",
+               "rate_limit_per_minute"]
+
+
+def _validation_field(response) -> str:
+    error = error_of(response)
+    assert response.status_code == 422 and error["code"] == "validation_error", error
+    return error["details"][0]["field"]
+
+
+@pytest.mark.parametrize("field", USER_LIMITS)
+def test_user_limits_past_the_column_are_422(hostile, field):
+    client, _headers = hostile
+    service = service_headers()
+    for value in HUGE_INTEGERS:
+        user_id = str(uuid.uuid4())
+        body = {"email": f"{user_id[:8]}@example.com", "slug": f"n-{user_id[:8]}", field: value}
+        single = client.put(f"/v1/internal/users/{user_id}", json=body, headers=service)
+        assert _validation_field(single) == f"body.{field}", value
+        bulk = client.put("/v1/internal/users", json={"users": [{"id": user_id, **body}]},
+                          headers=service)
+        assert bulk.status_code == 200, bulk.get_json()
+        result = bulk.get_json()["results"][0]
+        assert result["status"] == "error" and result["error"]["code"] == "validation_error"
+        assert result["error"]["details"][0]["field"] == f"users[0].{field}"
+        assert client.get(f"/v1/internal/users/{user_id}", headers=service).status_code == 404
+    # The largest value the column holds is accepted.
+    user_id = str(uuid.uuid4())
+    largest = client.put(f"/v1/internal/users/{user_id}", headers=service, json={
+        "email": f"{user_id[:8]}@example.com", "slug": f"n-{user_id[:8]}", field: 2**31 - 1})
+    assert largest.status_code == 200 and largest.get_json()[field] == 2**31 - 1
+
+
+@pytest.mark.parametrize("query", [f"offset={2**63}", f"offset={2**31}", f"offset={10**30}",
+                                   f"limit={2**63}", "offset=-1"])
+def test_audit_paging_past_the_column_is_422(hostile, query):
+    client, _headers = hostile
+    response = client.get(f"/v1/internal/audit?{query}", headers=service_headers())
+    assert _validation_field(response) == f"query.{query.split('=')[0]}"
+
+
+def test_invite_max_uses_past_the_column_is_422(hostile):
+    client, _headers = hostile
+    for value in (2**31, 2**63, 10**30):
+        response = client.post("/v1/internal/invites", json={"max_uses": value},
+                               headers=service_headers())
+        assert _validation_field(response) == "body.max_uses"
+
+
+NON_FINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"]
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+def test_non_finite_numbers_are_invalid_json(hostile, literal):
+    client, headers = hostile
+    agent = client.post("/v1/agents", json={"display_name": "Numbers"}, headers=headers)
+    assert agent.status_code == 201, agent.get_json()
+    agent_id = agent.get_json()["id"]
+    sends = [
+        ("post", "/v1/agents", b'{"display_name": "x", "metadata": {"n": %s}}'),
+        ("patch", f"/v1/agents/{agent_id}", b'{"metadata": {"n": %s}}'),
+        ("post", "/v1/messages", b'{"to": "%s", "body": "b", "metadata": {"n": LITERAL}}'
+                                 % agent_id.encode()),
+        ("post", "/v1/cues", b'{"name": "n", "schedule": {"type": "recurring", "cron": '
+                             b'"0 0 1 1 *"}, "transport": "worker", "payload": {"n": LITERAL}}'),
+        ("post", "/v1/auth/register", b'{"email": "n@example.com", "x": LITERAL}'),
+    ]
+    for method, path, template in sends:
+        body = template.replace(b"LITERAL", literal) if b"LITERAL" in template else (
+            template % literal)
+        response = getattr(client, method)(path, data=body, headers=headers,
+                                           content_type="application/json")
+        assert response.status_code == 400, (path, response.get_data(as_text=True))
+        error = error_of(response)
+        assert error["code"] == "invalid_json", (path, error)
+        assert literal.decode().lstrip("-") in error["message"]
+    for path in ("/v1/internal/users/" + str(uuid.uuid4()), "/v1/internal/users"):
+        response = client.put(path, data=b'{"users": [{"n": %s}], "email": "a@example.com", '
+                                         b'"slug": "a", "rate_limit_per_minute": %s}'
+                                         % (literal, literal), headers=service_headers(),
+                              content_type="application/json")
+        assert response.status_code == 400 and error_of(response)["code"] == "invalid_json"
+
+
+#: Request integers naming a BIGINT column (event ids: ``since``, ``acked_event_id``).
+BIGINT = {"since", "acked_event_id"}
+
+
+def test_every_request_integer_is_bounded(hostile):
+    """Each integer a request carries (body, query, path) has bounds a column can hold, so a
+    new field cannot reopen the overflow class: the OpenAPI document publishes them."""
+    client, _headers = hostile
+    spec = client.get("/openapi.json").get_json()
+    components = spec.get("components", {}).get("schemas", {})
+    unbounded: list[str] = []
+
+    def walk(schema, where, seen=()):
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name not in seen:
+                walk(components[name], f"{where}<{name}>", (*seen, name))
+            return
+        if schema.get("type") == "integer":
+            low, high = schema.get("minimum"), schema.get("maximum")
+            # Event ids are BIGINT (the one 64-bit key a client sends back): 0 … 2**63 - 1.
+            top = 2**63 - 1 if where.rsplit(" ", 1)[-1].rsplit(".", 1)[-1] in BIGINT else 2**31 - 1
+            if low is None or high is None or low < -(2**31) or high > top:
+                unbounded.append(f"{where}: minimum={low} maximum={high}")
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, f"{where}.{name}", seen)
+        for key in ("items", "additionalProperties"):
+            if isinstance(schema.get(key), dict):
+                walk(schema[key], f"{where}[]", seen)
+        for key in ("allOf", "anyOf", "oneOf"):
+            for sub in schema.get(key, []):
+                walk(sub, where, seen)
+
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                walk(parameter.get("schema", {}), f"{method.upper()} {path} {parameter['name']}")
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                walk(media.get("schema", {}), f"{method.upper()} {path} body")
+    assert not unbounded, "\n".join(unbounded)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns match the whole value: ``$`` in a Python regex also matches before a final newline.
+
+def test_trailing_newline_is_refused_everywhere_a_pattern_applies(hostile):
+    client, headers = hostile
+    user_id = str(uuid.uuid4())
+    response = client.put(f"/v1/internal/users/{user_id}", headers=service_headers(),
+                          json={"email": "nl@example.com", "slug": "nl0b67df\n"})
+    assert _validation_field(response) == "body.slug"
+    bulk = client.put("/v1/internal/users", headers=service_headers(), json={"users": [
+        {"id": user_id, "email": "nl@example.com", "slug": "nl0b67df\n"}]})
+    assert bulk.get_json()["results"][0]["error"]["code"] == "validation_error"
+    agent = client.post("/v1/agents", headers=headers,
+                        json={"display_name": "x", "slug": "nl0b67df\n"})
+    assert _validation_field(agent) == "body.slug"
+    good = client.post("/v1/agents", headers=headers, json={"display_name": "y"}).get_json()
+    reply = client.post("/v1/messages", headers={**headers, "X-Cueapi-From-Agent": good["id"]},
+                        json={"to": good["id"], "body": "b", "reply_to": "msg_aaaaaaaaaaaa\n"})
+    assert _validation_field(reply) == "body.reply_to"
+    for name, value in (("X-Name\n", "v"), ("X-Name", "value\n")):
+        cue = client.post("/v1/cues", headers=headers, json={
+            "name": f"nl-{len(name)}", "schedule": {"type": "recurring", "cron": "0 0 1 1 *"},
+            "callback": {"url": "https://93.184.216.34/h", "headers": {name: value}}})
+        assert cue.status_code == 422, cue.get_json()
+        assert error_of(cue)["details"][0]["field"].startswith("body.callback.headers")
+
+
+def test_principal_names_match_whole_values(hostile):
+    from app.auth.principals import create_principal
+    from app.errors import BadRequest
+
+    client, _headers = hostile
+    with client.application.app_context():
+        with pytest.raises(BadRequest) as info:
+            create_principal("crm\n")
+        assert info.value.code == "invalid_principal_name"
+
+
+def test_no_pattern_in_the_code_ends_with_a_bare_dollar():
+    """A regex used with ``match`` must end in ``\\Z`` or be used with ``fullmatch``; request
+    schemas use :class:`app.api.WholeMatch`, never ``validate.Regexp``."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "app"
+    offenders = []
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        if "validate.Regexp(" in text:
+            offenders.append(f"{path}: validate.Regexp (use app.api.WholeMatch)")
+        for match in re.finditer(r"re\.compile\(r?\"([^\"]*)\"", text):
+            if match.group(1).endswith("$"):
+                offenders.append(f"{path}: re.compile({match.group(1)!r})")
+    assert not offenders, "\n".join(offenders)

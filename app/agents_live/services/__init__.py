@@ -26,7 +26,7 @@ from app.extensions import db
 from app.messaging.addressing import resolve_owned_agent
 from app.messaging.models import Agent
 
-_AGENT_ID = re.compile(r"^agt_[A-Za-z0-9]{12}$")
+_AGENT_ID = re.compile(r"agt_[A-Za-z0-9]{12}")
 
 
 def owned_agent(user_id: uuid.UUID, ref: str) -> Agent:
@@ -42,7 +42,7 @@ def owned_agent_by_id(user_id: uuid.UUID, ref: str) -> Agent:
     """The caller's live agent by its opaque id only (the attachment routes), else
     ``400 invalid_agent_ref`` for any other form or ``404 agent_not_found``."""
     ref = ref.strip()
-    if not _AGENT_ID.match(ref):
+    if not _AGENT_ID.fullmatch(ref):
         raise BadRequest("invalid_agent_ref",
                          f"{ref[:80]!r} is not an agent id: these endpoints take the agent's "
                          "opaque id (agt_ followed by 12 letters or digits), not slug@user")

@@ -86,7 +86,7 @@ EVIDENCE_COLUMNS = {"evidence_external_id": "external_id", "evidence_result_url"
 #: Message states a push may still be pending or running in.
 IN_FLIGHT = ("queued", "retry_ready", "delivering")
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Unmappable(Exception):
@@ -119,7 +119,7 @@ def user(r: dict[str, Any]) -> dict[str, Any]:
     """A ``users`` row.  The API key is carried as cueapi-core stores it: the SHA-256 of the
     whole key (what Cueline looks keys up by) and its first 12 characters."""
     key_hash = r["api_key_hash"] or ""
-    if not _HEX64.match(key_hash):
+    if not _HEX64.fullmatch(key_hash):
         raise Unmappable("api_key_unverifiable",
                          "users.api_key_hash is not a SHA-256 hex digest, so Cueline could "
                          "never match this user's key")

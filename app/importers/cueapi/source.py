@@ -53,12 +53,12 @@ def redacted(url: str) -> str:
         return "<invalid URL>"
 
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def quote(name: str) -> str:
     """A column or table name as an SQL identifier (names come from introspection)."""
-    if not _IDENTIFIER.match(name):
+    if not _IDENTIFIER.fullmatch(name):
         raise SourceError(f"unexpected identifier {name!r} in the source schema")
     return f'"{name}"'
 

@@ -36,7 +36,7 @@ from app.users.models import User
 MAX_IDEMPOTENCY_KEY = 255
 MAX_METADATA_BYTES = 10240
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-_MESSAGE_ID = re.compile(r"^msg_[a-z0-9]{12}$")
+_MESSAGE_ID = re.compile(r"msg_[a-z0-9]{12}")
 #: How the 404 of an unknown (or refused foreign) ``to`` / ``reply_to_agent`` names it.
 RECIPIENT = "Recipient agent"
 REPLY_AGENT = "reply_to_agent"
@@ -254,7 +254,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
 
 
 def _visible_message(user_id, message_id: str) -> Message:
-    if not _MESSAGE_ID.match(message_id or ""):
+    if not _MESSAGE_ID.fullmatch(message_id or ""):
         raise NotFound("message_not_found", "Message not found")
     message = db.session.get(Message, message_id)
     if message is None or user_id not in (message.user_id, message.to_user_id):

@@ -8,6 +8,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from app.api import WholeMatch
 from app.scheduling.models import CALLBACK_METHODS
 
 
@@ -43,9 +44,9 @@ class HttpMethod(fields.String):
 
 #: An HTTP header name (RFC 9110 token) and a value without control characters: anything else
 #: could not be sent, so it is refused when the cue is saved rather than at every delivery.
-_HEADER_NAME = validate.Regexp(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$",
+_HEADER_NAME = WholeMatch(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$",
                                error="Not a valid HTTP header name.")
-_HEADER_VALUE = validate.Regexp(r"^[^\x00-\x08\x0a-\x1f\x7f]{0,8192}$",
+_HEADER_VALUE = WholeMatch(r"^[^\x00-\x08\x0a-\x1f\x7f]{0,8192}$",
                                 error="Header values must not contain control characters.")
 
 
