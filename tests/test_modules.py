@@ -9,13 +9,17 @@ from app import MODULES
 from config import Config
 
 FLAGS = ("EXTERNAL_AUTH_BACKEND", "DISABLE_DEVICE_CODE", "DISABLE_CUE_PRIMITIVE",
-         "DISABLE_QUOTA_ENFORCEMENT")
+         "DISABLE_QUOTA_ENFORCEMENT", "CONSOLE_ENABLED")
 TOKEN = "t" * 40
 DOC_RULES = {"/openapi.json", "/docs", "/docs/<path:filename>"}
 
 
 def _rules(app) -> set[str]:
     return {r.rule for r in app.url_map.iter_rules()} - DOC_RULES
+
+
+def _console_rules(rules: set[str]) -> set[str]:
+    return {r for r in rules if r == "/console" or r.startswith("/console/")}
 
 
 def _openapi_paths(app) -> set[str]:
@@ -41,13 +45,18 @@ def test_every_flag_is_declared_and_boolean():
                          ids=lambda v: "".join("1" if x else "0" for x in v))
 def test_flag_matrix(make_app, values):
     flags = dict(zip(FLAGS, values, strict=True))
-    app = make_app(**flags, INTERNAL_AUTH_TOKEN=TOKEN)
+    app = make_app(**flags, INTERNAL_AUTH_TOKEN=TOKEN, CONSOLE_ADMINS="ops@example.com")
     mounted = set(app.extensions["cueline_modules"])
     expected = {m.name for m in MODULES if m.enabled(flags)}
     assert mounted == expected
     rules = _rules(app)
-    # The OpenAPI document shows exactly the mounted surface.
-    assert _openapi_paths(app) == rules
+    # The operator console (HTML) exists only with its flag, and never in the OpenAPI document.
+    console = _console_rules(rules)
+    assert bool(console) == flags["CONSOLE_ENABLED"]
+    if console:
+        assert {"/console/", "/console/login", "/console/users", "/console/audit"} <= console
+    # The OpenAPI document shows exactly the mounted API surface.
+    assert _openapi_paths(app) == rules - console
     internal = {r for r in rules if r.startswith("/v1/internal")}
     assert bool(internal) == flags["EXTERNAL_AUTH_BACKEND"]
     for module in MODULES:
