@@ -16,6 +16,8 @@ ADMIN = "ops@example.com"
 OTHER_ADMIN = "second@example.com"
 ADMINS = f"{ADMIN}, Second@Example.com"
 PUBLIC_URL = "https://192.0.2.10/hook"  # TEST-NET-1 literal: never resolved, never routed
+# Directories the browser suite wrote screenshots to this run (for the terminal summary).
+SCREENSHOTS = pytest.StashKey[set]()
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
 
@@ -44,6 +46,12 @@ def sign_in(client, app, email: str = ADMIN) -> str:
     assert response.status_code == 303, response.get_data(as_text=True)[:500]
     assert response.headers["Location"].endswith("/console/")
     return csrf_of(client.get("/console/"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say where the browser suite left its screenshots."""
+    for path in sorted(config.stash.get(SCREENSHOTS, ())):
+        terminalreporter.write_line(f"console screenshots: {path}")
 
 
 @pytest.fixture
@@ -147,3 +155,59 @@ def audit_rows(app, **filters):
         rows = list(db.session.scalars(query))
         db.session.expunge_all()
         return rows
+
+
+def seed_showcase(app, client) -> Seed:
+    """:func:`seed_data` plus what makes the pages look like a working instance: more users
+    (one deactivated), a second cue, a day of executions with outcomes and start delays, and
+    a service principal's requests in the audit trail."""
+    import random
+
+    from app.auth.models import AuditRecord
+    from app.db import utcnow
+    from app.extensions import db
+    from app.scheduling.models import Execution
+    from app.users.services import deactivate_user
+
+    seed = seed_data(app, client)
+    others = []
+    for name in ("bob", "carol", "dave", "erin"):
+        key, _ = register(client, f"{name}@example.com")
+        others.append(client.get("/v1/auth/me", headers=key_headers(key)).get_json()["id"])
+    headers = key_headers(seed.api_key)
+    hourly = client.post("/v1/cues", headers=headers, json={
+        "name": "hourly-sync", "schedule": {"type": "recurring", "cron": "*/5 * * * *"},
+        "callback": {"url": PUBLIC_URL}})
+    assert hourly.status_code == 201, hourly.get_json()
+    hourly_id = hourly.get_json()["id"]
+    rng = random.Random(19)
+    with app.app_context():
+        deactivate_user(uuid.UUID(others[-1]))
+        now = utcnow().replace(second=0, microsecond=0)
+        for step in range(1, 24 * 12):  # every five minutes for a day
+            scheduled = now - timedelta(minutes=5 * step)
+            roll = rng.random()
+            status, code, error = "success", 200, None
+            if roll < 0.06:
+                status, code, error = "failed", 503, "HTTP 503 from receiver after 3 attempts"
+            elif roll < 0.09:
+                status, code = "missed", None
+            elif roll < 0.13:
+                status, code = "retrying", 500
+            delay = rng.uniform(0.1, 1.5) if step % 37 else rng.uniform(20, 45)
+            started = scheduled + timedelta(seconds=delay) if code else None
+            db.session.add(Execution(
+                cue_id=hourly_id, scheduled_for=scheduled, status=status,
+                attempts=3 if status == "failed" else (1 if code else 0), http_status=code,
+                error_message=error, started_at=started, last_attempt_at=started,
+                delivered_at=started if status == "success" else None,
+                created_at=scheduled, updated_at=scheduled))
+        for i in range(12):
+            db.session.add(AuditRecord(
+                at=now - timedelta(minutes=7 * i), principal="billing-backend", owner=None,
+                key_id=str(uuid.uuid4()), user_id=uuid.UUID(seed.user_id),
+                method="PUT" if i % 3 == 0 else "GET",
+                path=f"/v1/internal/users/{seed.user_id}" if i % 3 == 0 else "/v1/cues",
+                status=200 if i % 5 else 404, request_id=str(uuid.uuid4())))
+        db.session.commit()
+    return seed
