@@ -33,6 +33,39 @@ def _session_id(operator) -> str:
 # -- pages ------------------------------------------------------------------------------------
 
 
+def test_overview_charts_are_inline_svg_that_needs_no_script(operator, seed):
+    """Both charts arrive in the HTML itself as well-formed SVG (no script draws them, no asset
+    is fetched for them), each labelled for screen readers, each bar with its number."""
+    import xml.etree.ElementTree as ET
+
+    svg_ns = "{http://www.w3.org/2000/svg}"
+    html = _text(operator.client.get("/console/"))
+    charts = re.findall(r"<svg\b.*?</svg>", html, flags=re.S)
+    assert len(charts) == 2
+    titles = []
+    bars = {}
+    for chart in charts:
+        root = ET.fromstring(chart)  # raises on anything but well-formed SVG
+        assert root.get("role") == "img" and root.get("aria-labelledby")
+        titles.append(root.find(f"{svg_ns}title").text)
+        for rect in root.iter(f"{svg_ns}rect"):
+            assert float(rect.get("height")) > 0
+            bars[rect.get("class")] = rect.find(f"{svg_ns}title").text
+    assert titles == ["Delivery outcomes, last 24 hours", "Scheduler lateness, last 24 hours"]
+    # The seeded success, failure and missed execution each have a bar saying so.
+    assert bars["bar c-success"].endswith("1 success")
+    assert bars["bar c-failed"].endswith("1 failed")
+    assert bars["bar c-missed"].endswith("1 missed")
+    # The only script is the console's own, deferred, and not needed for any of this.
+    scripts = re.findall(r"<script\b[^>]*>", html)
+    assert scripts == ['<script src="/console/static/console.js" defer>']
+    # Nothing is loaded from anywhere but the console itself.
+    assert "<img" not in html
+    assert set(re.findall(r'(?:src|href)="([^"]*)"', html)) <= {
+        "/console/static/console.css", "/console/static/console.js"} | set(
+        re.findall(r'href="(/console/[^"]*)"', html))
+
+
 def test_every_page_renders_the_seeded_data(operator, seed):
     client = operator.client
     overview = _text(client.get("/console/"))
