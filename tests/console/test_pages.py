@@ -7,6 +7,8 @@ import re
 import uuid
 from datetime import timedelta
 
+import pytest
+
 from app.console import auth
 from tests.console.conftest import ADMIN, ADMINS, audit_rows, csrf_of, seed_data, sign_in
 from tests.helpers import key_headers, register
@@ -363,3 +365,54 @@ def test_pages_follow_the_cue_primitive_flag(make_app):
 def test_seeding_twice_keeps_the_pages_apart(operator):
     other = seed_data(operator.app, operator.app.test_client())
     assert other.email in _text(operator.client.get("/console/users"))
+
+
+@pytest.mark.parametrize("session_zone", [None, "Asia/Kolkata"])
+def test_the_charts_hours_buckets_and_delays(console_app, seed, backend, session_zone):
+    """Each execution lands in the UTC hour it was scheduled in (edges included and excluded
+    exactly), whatever the database session's time zone; delays are start − scheduled."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from app.console.queries import last_24_hours
+    from app.extensions import db
+    from app.scheduling.models import Execution
+
+    if session_zone and backend != "postgresql":
+        pytest.skip("SQLite has no session time zone")
+    now = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)  # far from the seeded executions
+    start = datetime(2026, 1, 9, 13, 0, tzinfo=UTC)  # 24 whole hours ending after `now`
+    rows = [  # (scheduled, status, delay in seconds or None)
+        (start, "success", 2.0),
+        (start + timedelta(minutes=10), "success", 4.0),
+        (start + timedelta(hours=5, minutes=59, seconds=59), "failed", 30.0),
+        (start + timedelta(hours=24) - timedelta(seconds=1), "missed", None),
+        (start - timedelta(seconds=1), "success", 99.0),  # the hour before: not counted
+        (start + timedelta(hours=24), "success", 99.0),  # the next hour: not counted
+    ]
+    with console_app.app_context():
+        for scheduled, status, delay in rows:
+            started = scheduled + timedelta(seconds=delay) if delay is not None else None
+            db.session.add(Execution(cue_id=seed.cue_id, scheduled_for=scheduled, status=status,
+                                     attempts=1 if started else 0, started_at=started,
+                                     created_at=scheduled, updated_at=scheduled))
+        db.session.commit()
+        if session_zone:
+            db.session.execute(text(f"SET TIME ZONE '{session_zone}'"))
+        buckets, latest = last_24_hours(now)
+        db.session.rollback()
+        if session_zone:
+            db.session.execute(text("RESET TIME ZONE"))
+            db.session.commit()
+    assert [b.start for b in buckets] == [start + timedelta(hours=i) for i in range(24)]
+    nonempty = {i: b for i, b in enumerate(buckets) if b.total}
+    assert set(nonempty) == {0, 5, 23}
+    assert nonempty[0].counts == {"success": 2} and nonempty[0].started == 2
+    close = {"abs": 0.01}  # SQLite's julianday arithmetic is good to ~10 µs
+    assert nonempty[0].delay_avg == pytest.approx(3.0, **close)
+    assert nonempty[0].delay_max == pytest.approx(4.0, **close)
+    assert nonempty[5].counts == {"failed": 1}
+    assert nonempty[5].delay_max == pytest.approx(30.0, **close)
+    assert nonempty[23].counts == {"missed": 1} and nonempty[23].delay_max is None
+    assert latest == start + timedelta(hours=5, minutes=59, seconds=59, milliseconds=30000)
