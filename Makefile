@@ -14,7 +14,7 @@ export FLASK_APP := wsgi
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps bench soak lint clean
+.PHONY: run test install system-deps bench soak lint clean console-screenshots console-bench
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,11 @@ run: $(STAMP)
 	@exec env VENV_BIN=$(BIN) bin/run-all --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) \
 		wsgi:app
 
-## System packages the suite needs (Debian archive): PostgreSQL server binaries, Redis, nginx.
-## The tests start their own throwaway servers on loopback ports; nothing is left running.
+## System packages the suite needs (Debian archive): PostgreSQL server binaries, Redis, nginx,
+## and Chromium with its WebDriver for the console's browser tests.  The tests start their own
+## throwaway servers on loopback ports; nothing is left running.  nginx and Chromium are
+## optional: without root or a network their install is skipped with a warning and the tests
+## that need them skip, saying so.
 system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "Installing PostgreSQL server binaries"; \
@@ -52,6 +55,10 @@ system-deps:
 		echo "Installing nginx (the suite checks deploy/nginx/cueline.conf with nginx -t)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q nginx || \
 		echo "nginx could not be installed: the nginx test will be skipped"; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+		echo "Installing chromium and chromium-driver (console browser tests)"; \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; } \
+		|| echo "WARNING: could not install chromium/chromium-driver; the console browser tests will skip"; }
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster.
 test: system-deps $(STAMP) $(CLI_STAMP)
@@ -73,6 +80,18 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/bulk_sync_bench.py
 	$(BIN)/python bench/layers_bench.py
 	$(BIN)/python bench/import_bench.py
+
+## make console-screenshots: remake docs/images/console/*.png from the browser suite (1280x800,
+## SQLite, seeded data), then shrink them to 256-colour PNGs.
+console-screenshots: system-deps $(STAMP)
+	CUELINE_CONSOLE_DOCS=1 CUELINE_TEST_ARTIFACTS=$(CURDIR)/docs/images/console \
+		$(BIN)/python -m pytest tests/console/test_browser.py -q -k sqlite
+	$(BIN)/python -m pip install --quiet 'pillow>=10,<14'
+	$(BIN)/python bin/shrink-png docs/images/console/*.png
+
+## make console-bench: the console's tables on 1,000,000 executions (PostgreSQL; not a test).
+console-bench: system-deps $(STAMP)
+	$(BIN)/python bench/console_bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff

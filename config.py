@@ -158,6 +158,11 @@ class Config:
     SMTP_URL: str = ""  # empty = log messages instead of sending them (development)
     MAIL_FROM: str = ""
 
+    # --- operator console (/console) --------------------------------------------------------
+    CONSOLE_ENABLED: bool = False
+    CONSOLE_ADMINS: str = ""  # comma-separated e-mail addresses of the operators
+    CONSOLE_SESSION_HOURS: int = 12
+
 
 def setting_types() -> dict[str, type]:
     """Return ``{name: type}`` for every declared setting."""
@@ -305,6 +310,39 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     problems.extend(_events_problems(values))
     problems.extend(_mail_problems(values))
     problems.extend(_delegation_problems(values))
+    problems.extend(_console_problems(values))
+    return problems
+
+
+#: Longest operator address accepted in ``CONSOLE_ADMINS`` (the SMTP limit on a path).
+CONSOLE_ADMIN_MAX_LENGTH = 254
+_ADMIN_ADDRESS = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+
+
+def console_admins(value: str) -> list[str]:
+    """The operator addresses in a ``CONSOLE_ADMINS`` value, trimmed, lower-cased, de-duplicated
+    (e-mail matching is case-insensitive for the console: the link always goes to the address
+    configured here)."""
+    return list(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+
+
+def _console_problems(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the operator console settings."""
+    problems: list[str] = []
+    admins = console_admins(values["CONSOLE_ADMINS"])
+    for address in admins:
+        if len(address) > CONSOLE_ADMIN_MAX_LENGTH or not _ADMIN_ADDRESS.match(address):
+            problems.append(f"CONSOLE_ADMINS: {address[:80]!r} is not an e-mail address "
+                            "(use a comma-separated list such as ops@example.com,me@example.com)")
+    if not 1 <= values["CONSOLE_SESSION_HOURS"] <= 720:
+        problems.append("CONSOLE_SESSION_HOURS must be between 1 and 720")
+    if values["CONSOLE_ENABLED"]:
+        if not admins:
+            problems.append("CONSOLE_ENABLED=true needs CONSOLE_ADMINS: the e-mail addresses of "
+                            "the operators who may sign in")
+        if not values["SESSION_SECRET"]:
+            problems.append("CONSOLE_ENABLED=true needs SESSION_SECRET (it signs the console's "
+                            f"CSRF tokens); {GENERATE_SECRET_HINT}")
     return problems
 
 

@@ -22,13 +22,15 @@ class Module:
 
     ``requires``: mounted only when that flag is true.  ``disabled_by``: removed when that flag
     is true.  A module that is off is not imported, so it is absent from the URL map and from
-    the OpenAPI document.
+    the OpenAPI document.  ``api=False`` marks a browser surface (a plain Flask blueprint of
+    HTML pages): registered on the app directly, so it is not part of the OpenAPI document.
     """
 
     name: str
     blueprint: str  # "package.module" exposing ``blp``
     requires: str | None = None
     disabled_by: str | None = None
+    api: bool = True
 
     def enabled(self, config: Mapping[str, Any]) -> bool:
         if self.requires and not config[self.requires]:
@@ -55,19 +57,22 @@ MODULES: tuple[Module, ...] = (
     Module("alerts", "app.alerts.routes"),
     Module("echo", "app.echo.routes"),
     Module("metrics", "app.metrics", requires="METRICS_ENABLED"),
+    Module("console", "app.console.routes", requires="CONSOLE_ENABLED", api=False),
 )
 
 #: Every model module, imported regardless of flags: the schema is the same for every packaging.
 MODEL_MODULES = ("app.users.models", "app.scheduling.models", "app.messaging.models",
                  "app.auth.models", "app.auth.device.models", "app.agents_live.models",
                  "app.events.models", "app.importers.models", "app.alerts.models",
-                 "app.echo.models")
+                 "app.echo.models", "app.console.models")
 
 #: Largest accepted request body (wire protocol §1.9).
 MAX_BODY_BYTES = 1024 * 1024
 #: Response headers browsers may read (wire protocol §1.7).
 EXPOSED_HEADERS = ["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                    "X-RateLimit-Reset", "Retry-After", "X-CueAPI-Usage-Warning"]
+#: Paths CORS applies to: everything but the operator console (``/console``, ``/console/…``).
+NOT_CONSOLE = r"^(?!/console(?:/|$))"
 
 
 def security_for(config: Mapping[str, Any]) -> tuple[dict[str, dict], list[dict]]:
@@ -147,7 +152,8 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
     mounted = []
     for module in MODULES:
         if module.enabled(app.config):
-            api.register_blueprint(importlib.import_module(module.blueprint).blp)
+            blueprint = importlib.import_module(module.blueprint).blp
+            (api if module.api else app).register_blueprint(blueprint)
             mounted.append(module.name)
     app.extensions["cueline_modules"] = tuple(mounted)
     if app.config["METRICS_ENABLED"]:
@@ -205,9 +211,11 @@ def _install_request_hooks(app: Flask) -> None:
         return response
 
     # CORS as the wire protocol specifies: any origin, credentials allowed, our headers exposed.
+    # Not for the operator console: its pages are for its own origin only.
     from flask_cors import CORS
 
-    CORS(app, origins="*", supports_credentials=True, allow_headers="*",
+    CORS(app, resources={NOT_CONSOLE: {}}, origins="*", supports_credentials=True,
+         allow_headers="*",
          methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
          expose_headers=EXPOSED_HEADERS)
 

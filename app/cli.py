@@ -1,6 +1,6 @@
-"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services`` (and the worker's), plus
-``import-cueapi`` (``app/importers``); the operator's inspection commands (``cues``,
-``executions``, ``users show``) are in :mod:`app.operator_cli`.
+"""Flask CLI groups: ``config``, ``users``, ``invites``, ``services``, ``console`` (and the
+worker's), plus ``import-cueapi`` (``app/importers``); the operator's inspection commands
+(``cues``, ``executions``, ``users show``) are in :mod:`app.operator_cli`.
 
 ``config`` is also published as a ``flask.commands`` entry point so it runs *without* building
 the app: a deploy pipeline can check a configuration that ``create_app`` would refuse.
@@ -251,6 +251,31 @@ def services_list():
                        f"created {key.created_at.isoformat()}  last used {used}")
 
 
+@click.group("console", help="The operator console (/console).")
+def console_group():
+    pass
+
+
+@console_group.command("login")
+@click.argument("email")
+@with_appcontext
+def console_login(email):
+    """Print a one-time sign-in link (15 minutes) for the operator EMAIL."""
+    from flask import current_app
+
+    from app.console.auth import LINK_TTL, issue_login_link, link_url
+
+    config = current_app.config
+    if not config["CONSOLE_ENABLED"]:
+        raise click.ClickException("The console is off; set CONSOLE_ENABLED=true (and "
+                                   "CONSOLE_ADMINS) and restart the server")
+    token = _principal_call(issue_login_link, email, config["CONSOLE_ADMINS"], "cli")
+    minutes = int(LINK_TTL.total_seconds() // 60)
+    click.echo(f"Sign-in link for {email.strip().lower()} (works once, within {minutes} "
+               "minutes):")
+    click.echo(link_url(config["BASE_URL"], token))
+
+
 @click.group("worker", help="The background worker: scheduler, deliveries, sweeps.")
 def worker_group():
     pass
@@ -300,3 +325,4 @@ def register_cli(app: Flask) -> None:
     from app.operator_cli import register_operator_cli
 
     register_operator_cli(app, users_group, worker_group)
+    app.cli.add_command(console_group)

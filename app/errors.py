@@ -4,6 +4,11 @@ Every error response has the shape ``{"error": {"code", "message", "status"}}``;
 failures add ``details`` (a list of ``{"field", "message"}``) and some errors add extra keys inside
 ``error`` (``limit``, ``current`` …).  Services raise :class:`AppError`; routing, parsing and
 unexpected failures are converted here, so no view ever builds an error body by hand.
+
+A browser surface (the operator console) claims a path prefix with :func:`register_html_errors`:
+errors under that prefix — including 404/405 for paths no route matches, and refusals of the
+app-wide request hooks — are rendered by its own HTML page instead; the envelope stays
+everywhere else.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, g, jsonify
+from collections.abc import Callable
+
+from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -165,26 +172,44 @@ def from_http_exception(error: HTTPException) -> AppError:
     return AppError("http_error", error.name, status, headers=headers)
 
 
+_HTML_ERRORS = "cueline_html_errors"
+
+
+def register_html_errors(app: Flask, prefix: str, render: Callable[[AppError], Any]) -> None:
+    """Render errors of requests under ``prefix`` (the path itself or below it) with ``render``
+    instead of the JSON envelope."""
+    app.extensions.setdefault(_HTML_ERRORS, []).append((prefix.rstrip("/"), render))
+
+
+def respond(error: AppError):
+    """The response for ``error``: the envelope, or the HTML page of a browser surface."""
+    path = request.path
+    for prefix, render in current_app.extensions.get(_HTML_ERRORS, ()):
+        if path == prefix or path.startswith(prefix + "/"):
+            return render(error)
+    return envelope(error)
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Route every error, expected or not, through :func:`envelope`."""
+    """Route every error, expected or not, through :func:`respond` (the envelope)."""
 
     @app.errorhandler(AppError)
     def _app_error(error: AppError):
-        return envelope(error)
+        return respond(error)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        return envelope(from_http_exception(error))
+        return respond(from_http_exception(error))
 
     @app.errorhandler(Exception)
     def _unhandled(error: Exception):
         if isinstance(error, HTTPException):  # pragma: no cover - handled above
-            return envelope(from_http_exception(error))
+            return respond(from_http_exception(error))
         translated = _translate_database_error(error)
         if translated is not None:
-            return envelope(translated)
+            return respond(translated)
         log.exception("unhandled error (request id %s)", g.get("request_id", "-"))
-        return envelope(AppError("internal_error", "An internal error occurred", 500))
+        return respond(AppError("internal_error", "An internal error occurred", 500))
 
 
 def _translate_database_error(error: Exception) -> AppError | None:

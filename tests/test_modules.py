@@ -9,13 +9,17 @@ from app import MODULES
 from config import Config
 
 FLAGS = ("EXTERNAL_AUTH_BACKEND", "DISABLE_DEVICE_CODE", "DISABLE_CUE_PRIMITIVE",
-         "DISABLE_QUOTA_ENFORCEMENT", "METRICS_ENABLED")
+         "DISABLE_QUOTA_ENFORCEMENT", "METRICS_ENABLED", "CONSOLE_ENABLED")
 TOKEN = "t" * 40
 DOC_RULES = {"/openapi.json", "/docs", "/docs/<path:filename>"}
 
 
 def _rules(app) -> set[str]:
     return {r.rule for r in app.url_map.iter_rules()} - DOC_RULES
+
+
+def _console_rules(rules: set[str]) -> set[str]:
+    return {r for r in rules if r == "/console" or r.startswith("/console/")}
 
 
 def _openapi_paths(app) -> set[str]:
@@ -37,17 +41,36 @@ def test_every_flag_is_declared_and_boolean():
     assert gated - {None} <= set(FLAGS)
 
 
-@pytest.mark.parametrize("values", list(itertools.product([False, True], repeat=len(FLAGS))),
+def _combinations() -> list[tuple[bool, ...]]:
+    """Every combination of the four packaging flags; the operator settings (metrics, console)
+    are independent of packaging, so each is on in half of them (in a different half) instead
+    of multiplying the matrix by four."""
+    combos = []
+    for packaging in itertools.product([False, True], repeat=4):
+        external, device, cue, quota = packaging
+        combos.append((*packaging, external != device, cue != quota))
+    return combos
+
+
+COMBINATIONS = _combinations()
+
+
+@pytest.mark.parametrize("values", COMBINATIONS,
                          ids=lambda v: "".join("1" if x else "0" for x in v))
 def test_flag_matrix(make_app, values):
     flags = dict(zip(FLAGS, values, strict=True))
-    app = make_app(**flags, INTERNAL_AUTH_TOKEN=TOKEN)
+    app = make_app(**flags, INTERNAL_AUTH_TOKEN=TOKEN, CONSOLE_ADMINS="ops@example.com")
     mounted = set(app.extensions["cueline_modules"])
     expected = {m.name for m in MODULES if m.enabled(flags)}
     assert mounted == expected
     rules = _rules(app)
-    # The OpenAPI document shows exactly the mounted surface.
-    assert _openapi_paths(app) == rules
+    # The operator console (HTML) exists only with its flag, and never in the OpenAPI document.
+    console = _console_rules(rules)
+    assert bool(console) == flags["CONSOLE_ENABLED"]
+    if console:
+        assert {"/console/", "/console/login", "/console/users", "/console/audit"} <= console
+    # The OpenAPI document shows exactly the mounted API surface.
+    assert _openapi_paths(app) == rules - console
     # Alerts and echo have no gate (wire §3): mounted in every packaging.
     assert {"/v1/alerts", "/v1/auth/alert-webhook-secret",
             "/v1/auth/alert-webhook-secret/regenerate", "/v1/echo/<token>"} <= rules
@@ -148,7 +171,7 @@ LIVE_ROUTES = {
 @pytest.mark.parametrize("flag", FLAGS)
 def test_live_sessions_and_attachments_are_mounted_in_every_packaging(make_app, flag):
     """Wire §3 rows 59-66 have no gate: no flag removes them."""
-    app = make_app(**{flag: True}, INTERNAL_AUTH_TOKEN=TOKEN)
+    app = make_app(**{flag: True}, INTERNAL_AUTH_TOKEN=TOKEN, CONSOLE_ADMINS="ops@example.com")
     assert {"live_sessions", "ipc_attachments"} <= set(app.extensions["cueline_modules"])
     assert LIVE_ROUTES <= _rules(app)
     assert LIVE_ROUTES <= _openapi_paths(app)
@@ -157,16 +180,19 @@ def test_live_sessions_and_attachments_are_mounted_in_every_packaging(make_app, 
         if module.name in ("live_sessions", "ipc_attachments"):
             module_rules |= _module_rules(app, module)
     assert module_rules == LIVE_ROUTES
+
+
 EVENT_ROUTES = {"/v1/agents/<ref>/subscriptions",
                 "/v1/agents/<ref>/subscriptions/<subscription_id>",
                 "/v1/agents/<ref>/subscriptions/<subscription_id>/ack",
                 "/v1/agents/<ref>/events"}
 
 
-@pytest.mark.parametrize("values", list(itertools.product([False, True], repeat=len(FLAGS))),
+@pytest.mark.parametrize("values", COMBINATIONS,
                          ids=lambda v: "".join("1" if x else "0" for x in v))
 def test_event_routes_are_always_mounted(make_app, values):
     """Events and subscriptions are part of the messaging primitive: no flag removes them."""
-    app = make_app(**dict(zip(FLAGS, values, strict=True)), INTERNAL_AUTH_TOKEN=TOKEN)
+    app = make_app(**dict(zip(FLAGS, values, strict=True)), INTERNAL_AUTH_TOKEN=TOKEN,
+                   CONSOLE_ADMINS="ops@example.com")
     assert "events" in app.extensions["cueline_modules"]
     assert EVENT_ROUTES <= _rules(app) and EVENT_ROUTES <= _openapi_paths(app)

@@ -43,6 +43,7 @@ AUDIT_BUFFER_MAX = 100_000
 MAX_RETRY_SECONDS = 30.0
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 PATH_MAX = 512
+PRINCIPAL_MAX = 320
 _COLUMNS = ("at", "principal", "owner", "key_id", "user_id", "method", "path", "status",
             "request_id")
 
@@ -226,6 +227,28 @@ def _record_request(response):
                            g.get("on_behalf_of"), request.method[:10], path,
                            response.status_code, g.get("request_id") or ""))
     return response
+
+
+def record_actor_request(actor: str, key_id: str, user_id: uuid.UUID | None, status: int,
+                         *, durable: bool = False) -> None:
+    """Queue the audit row of the current request for an actor that is not a service principal
+    (the operator console records ``console:<email>`` with its session id as ``key_id``).
+
+    ``durable`` writes the buffer before returning, for rare actions whose record must not wait
+    for the next batch (an operator deactivating a user).  A write failure is logged, never
+    raised: the action itself has already been committed.
+    """
+    writer = _writer()
+    if writer is None:
+        return
+    path = request.path.replace("\x00", "\ufffd")[:PATH_MAX]
+    writer.record((utcnow(), actor[:PRINCIPAL_MAX], None, key_id[:36], user_id,
+                   request.method[:10], path, status, g.get("request_id") or ""))
+    if durable:
+        try:
+            writer.flush()
+        except Exception:  # noqa: BLE001 - kept in the buffer and retried by the writer thread
+            log.exception("audit: could not write an actor's record now; it stays queued")
 
 
 def init_audit(app: Flask) -> None:

@@ -97,7 +97,8 @@ class ServiceKey(db.Model):
 
 
 class AuditRecord(db.Model):
-    """One request a service principal made (delegated, or on ``/v1/internal``).
+    """One request a service principal made (delegated, or on ``/v1/internal``), or one action of
+    an operator in the console (``principal`` = ``console:<email>``, ``key_id`` = its session).
 
     Deliberately without foreign keys: the trail outlives renamed or revoked principals and is
     written in batches off the request path.
@@ -107,11 +108,12 @@ class AuditRecord(db.Model):
     __table_args__ = (
         Index(None, "principal", "at"),
         Index(None, "user_id", "at"),
+        Index(None, "request_id"),  # the console's look-up by X-Request-Id
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    principal: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(320))
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     key_id: Mapped[str] = mapped_column(String(36))
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)

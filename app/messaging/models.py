@@ -72,6 +72,7 @@ class Message(db.Model):
         Index("ix_messages_from_agent_id_created_at", "from_agent_id", "created_at"),
         Index("ix_messages_user_id_created_at", "user_id", "created_at"),
         Index("ix_messages_delivery_state_next_attempt_at", "delivery_state", "next_attempt_at"),
+        Index("ix_messages_created_at_id", "created_at", "id"),  # the console's newest first
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)

@@ -383,6 +383,15 @@ def deliver_webhook(execution_id, claimed_at: datetime, clock=utcnow) -> str | N
     attempt = attempts[0]
     result = send_attempt(attempt)
     return record_attempts([(attempt, result, clock())])[execution_id]
+def dashboard_url(cue_id: str) -> str:
+    """Where a failure alert sends a person: the console's page of the cue when the console is
+    on (``CONSOLE_ENABLED``), else the cue's API resource (the only page there is)."""
+    base = current_app.config["BASE_URL"].rstrip("/")
+    if current_app.config.get("CONSOLE_ENABLED"):
+        return f"{base}/console/cues/{cue_id}"
+    return f"{base}/v1/cues/{cue_id}"
+
+
 def escalate_failure(cue_id: str, attempts: int, http_status: int | None, error: str | None,
                      now: datetime) -> None:
     """Apply the cue's ``on_failure`` after a final failure: pause, webhook, e-mail (logged).
@@ -407,7 +416,7 @@ def escalate_failure(cue_id: str, attempts: int, http_status: int | None, error:
         body = {"event": "cue.failed", "cue_id": cue.id, "cue_name": cue.name,
                 "attempts": attempts, "last_http_status": http_status,
                 "last_error": (error or "")[:500] or None, "failed_at": now.isoformat(),
-                "dashboard_url": f"{current_app.config['BASE_URL'].rstrip('/')}/v1/cues/{cue.id}"}
+                "dashboard_url": dashboard_url(cue.id)}
         result = send("POST", policy["webhook"], body=canonical_json(body),
                       headers={"Content-Type": "application/json"},
                       timeout=FAILURE_WEBHOOK_TIMEOUT)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -43,6 +44,10 @@ OUTCOME_STATES = ("reported_success", "reported_failure", "verified_success",
                   "verification_pending", "verification_failed")
 TRIGGERS = ("scheduler", "manual_fire", "replay")
 MERGE_STRATEGIES = ("merge", "replace")
+#: Executions the operator console lists as failures.  The partial index below has exactly this
+#: predicate, and the console's query repeats it verbatim (SQLite uses a partial index only then).
+FAILURE_STATUSES = ("failed", "missed", "outcome_timeout")
+FAILURE_PREDICATE = "status IN ('failed', 'missed', 'outcome_timeout')"
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -115,6 +120,9 @@ class Execution(db.Model):
                         name="payload_merge_strategy"),
         Index(None, "status", "scheduled_for"),
         Index(None, "status", "next_retry_at"),
+        # The console's failure list, newest first; small (failures only), so cheap to maintain.
+        Index("ix_executions_failures", "scheduled_for", "id",
+              postgresql_where=text(FAILURE_PREDICATE), sqlite_where=text(FAILURE_PREDICATE)),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -274,6 +274,17 @@ def deactivate_user(user_id: uuid.UUID, owner: str | None = None) -> User:
     return user
 
 
+def reactivate_user(user_id: uuid.UUID, owner: str | None = None) -> User:
+    """Reactivate a deactivated ``user_id`` (idempotent), as an upsert with ``active: true``
+    does: their credentials work again from the next request on and their cues fire again."""
+    user = get_internal_user(user_id, owner)
+    if not user.active:
+        user.active = True
+        user.updated_at = utcnow()
+        db.session.commit()
+    return user
+
+
 def account_summary(user: User) -> dict[str, Any]:
     """The fields of ``GET /v1/auth/me``: identity, limits, and this month's real counts."""
     from app.quotas import usage_counts

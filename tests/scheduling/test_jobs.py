@@ -246,7 +246,8 @@ def test_retries_follow_backoff_then_succeed(app, client, account, receiver):
     assert cue.run_count == 3  # one per delivery attempt
 
 
-def test_final_failure_escalates(app, client, account, receiver):
+@pytest.mark.parametrize("console", [False, True], ids=["api-link", "console-link"])
+def test_final_failure_escalates(app, client, account, receiver, console):
     from http.server import ThreadingHTTPServer
 
     from tests.scheduling.conftest import _Handler  # a second receiver for the alert
@@ -254,6 +255,8 @@ def test_final_failure_escalates(app, client, account, receiver):
     alerts = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     alerts.requests, alerts.statuses, alerts.event = [], [], threading.Event()
     threading.Thread(target=alerts.serve_forever, daemon=True).start()
+    # The alert's dashboard_url names the console's cue page when the console is on.
+    app.config.update(CONSOLE_ENABLED=console, BASE_URL="https://cueline.example.test/")
     try:
         receiver.statuses = [404, 404]
         cue_id = _cue(client, account, callback={"url": receiver.url},
@@ -273,6 +276,8 @@ def test_final_failure_escalates(app, client, account, receiver):
         assert body["event"] == "cue.failed" and body["cue_id"] == cue_id
         assert body["attempts"] == 2 and body["last_http_status"] == 404
         assert body["cue_name"] == "nightly" and body["failed_at"]
+        page = "console/cues" if console else "v1/cues"
+        assert body["dashboard_url"] == f"https://cueline.example.test/{page}/{cue_id}"
         assert "X-CueAPI-Signature" not in alert["headers"]
         assert alert["headers"]["User-Agent"] == "CueAPI/1.0"
     finally:
