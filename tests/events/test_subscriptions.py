@@ -184,8 +184,8 @@ def test_malformed_subscription_id_is_404(alice, pair):
 @pytest.mark.parametrize("method, suffix, body", [
     ("POST", "/subscriptions", {"event_type": "message.delivered", "delivery_target": "pull"}),
     ("GET", "/subscriptions", None),
-    ("DELETE", f"/subscriptions/{uuid.uuid4()}", None),
-    ("PATCH", f"/subscriptions/{uuid.uuid4()}/ack", {"acked_event_id": 1}),
+    ("DELETE", "/subscriptions/00b81658-5b7d-4257-81d8-5542790d8618", None),
+    ("PATCH", "/subscriptions/242a2627-b46c-4221-bd73-1ff4ff9b0931/ack", {"acked_event_id": 1}),
     ("GET", "/events", None),
 ])
 def test_foreign_and_missing_agents_are_404(party, method, suffix, body):

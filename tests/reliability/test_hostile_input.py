@@ -59,8 +59,11 @@ def test_malformed_bodies(hostile, method, path, body):
 
 
 @pytest.mark.parametrize("value", [
-    "not-a-uuid", "", " ", "0" * 10_000, "\u202e" + str(uuid.uuid4()), str(uuid.uuid4()) + "x",
-    f"{uuid.uuid4()}, {uuid.uuid4()}", "../../etc/passwd", "'; DROP TABLE users; --",
+    "not-a-uuid", "", " ", "0" * 10_000, "\u202e867efcc8-8d45-42b1-94fa-9da3d6c2d2ac",
+    "661ee48c-b9b1-4151-a50b-3e3973fbd3bdx",
+    "79ec0c16-8b53-4f21-9737-28e44b4c7ec0, a86c9b40-f504-4c7c-9fc3-f8ba81d8ab8c",
+    "../../etc/passwd",
+    "'; DROP TABLE users; --",
     str(uuid.UUID(int=0)),
 ])
 def test_forged_on_behalf_of(hostile, value):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -172,7 +171,7 @@ def test_claimable_task_filter_is_applied_in_sql(app, client, headers, worker_cu
 
 @pytest.mark.parametrize("path", ["", "/claim", "/heartbeat", "/outcome", "/replay", "/verify",
                                   "/verification-pending", "/evidence"])
-@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", str(uuid.uuid4())])
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "5d0c2a8e-3b7f-4e51-9a6d-0c8b1f2e4a73"])
 def test_malformed_or_unknown_ids_are_404(client, headers, path, bad_id):
     method = "patch" if path == "/evidence" else ("get" if path == "" else "post")
     kwargs = {"json": {"worker_id": "w", "success": True}} if method != "get" else {}
