@@ -98,23 +98,45 @@ class UniqueKey:
     """A unique key of a target table besides its primary key.
 
     ``live_column``: the key only binds rows where that column is NULL (a partial index, as
-    one live agent per slug).
+    one live agent per slug); ``flag_column``: only rows where that boolean column is true (one
+    default live session per agent).  A row with a NULL in ``columns`` never conflicts, as in
+    SQL's unique indexes (an event without an idempotency key).
     """
 
     columns: tuple[str, ...]
     code: str
     what: str
     live_column: str | None = None
+    flag_column: str | None = None
+
+    def binds(self, values: dict[str, Any]) -> bool:
+        """Does this key constrain a row with ``values``?"""
+        return ((self.live_column is None or values.get(self.live_column) is None)
+                and (self.flag_column is None or bool(values.get(self.flag_column)))
+                and all(values.get(c) is not None for c in self.columns))
 
 
 @dataclass(frozen=True, eq=False)
 class TargetTable:
-    """A Cueline table as an import writes it: which columns, which unique keys."""
+    """A Cueline table as an import writes it: which columns, which unique keys.
+
+    ``legacy_columns``: the column lists of earlier versions of the import, whose digests a
+    ledger written by them holds.  A row Cueline still has as such a version wrote it counts
+    as unchanged in Cueline (so adding a column to an import does not turn every row imported
+    before into a ``changed_in_cueline``).
+    """
 
     name: str
     columns: tuple[str, ...]
     unique_keys: tuple[UniqueKey, ...] = ()
     counter: str | None = None
+    legacy_columns: tuple[tuple[str, ...], ...] = ()
+
+    def as_imported(self, now: dict[str, Any], ledger_digest: str) -> bool:
+        """Does Cueline's row ``now`` still hold what the import recorded as ``ledger_digest``
+        (by this version's columns or an earlier version's)?"""
+        return digest_of(now, self.columns) == ledger_digest or any(
+            digest_of(now, columns) == ledger_digest for columns in self.legacy_columns)
 
     @functools.cached_property
     def table(self) -> Table:
@@ -315,8 +337,7 @@ class Writer:
         conflicts: dict[str, RowNote] = {}
         table = target.table
         for unique in target.unique_keys:
-            applicable = [r for r in rows if r.key not in conflicts and (
-                unique.live_column is None or r.values.get(unique.live_column) is None)]
+            applicable = [r for r in rows if r.key not in conflicts and unique.binds(r.values)]
             if not applicable:
                 continue
             seen: dict[tuple, str] = {}
@@ -333,6 +354,8 @@ class Writer:
             clause = member_of(columns, wanted)
             if unique.live_column is not None:
                 clause = and_(clause, table.c[unique.live_column].is_(None))
+            if unique.flag_column is not None:
+                clause = and_(clause, table.c[unique.flag_column].is_(True))
             holders = db.session.execute(
                 select(*[table.c[c] for c in target.key_columns], *columns)
                 .where(clause)).mappings().all()
@@ -395,7 +418,7 @@ class Writer:
                 self.report.note(RowNote(
                     target.name, row.key, CONFLICT, "exists_in_cueline",
                     "Cueline already has a different row with this key that no import wrote"))
-            elif current_digest == previous[0]:
+            elif target.as_imported(now, previous[0]):
                 updates.append(row)
             else:
                 status[row.key] = KEPT_CHANGED
@@ -505,7 +528,7 @@ class Writer:
             now = current.get(key)
             if now is None:
                 forgotten.append(key)
-            elif digest_of(now, target.columns) == ledger[key][0]:
+            elif target.as_imported(now, ledger[key][0]):
                 doomed.append(key)
             else:
                 self.report.note(RowNote(target.name, key, KEPT, "changed_in_cueline",

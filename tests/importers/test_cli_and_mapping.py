@@ -29,9 +29,17 @@ def test_dry_run_prints_counts_conflicts_and_what_stays_behind(make_app, upstrea
     assert re.search(r"^\s+users\s+12\s+12\s+0\s+0\s+0\s+0\s+0\s+0$", out, re.M), out
     assert re.search(rf"^\s+executions\s+{upstream.counts['executions']}\s", out, re.M)
     assert f"conflict workers {upstream.orphan_worker}: orphan" in out
-    assert "events (1)" in out and "subscriptions (1)" in out and "alerts (1)" in out
+    # Events, subscriptions, alerts and live sessions are imported now; what stays behind is
+    # still listed.
+    left_behind = re.search(r"^Source tables that do not carry over \(rows\):\n(.*)$", out,
+                            re.M).group(1)
+    assert "device_codes (1)" in left_behind and "dispatch_outbox (" in left_behind
+    for table in ("events", "subscriptions", "alerts", "agent_live_sessions"):
+        assert f"{table} (" not in left_behind
+        assert re.search(rf"^\s+{table}\s+\d+\s+\d+\s", out, re.M), table
     assert "users.stripe_customer_id: 1" in out
-    assert "executions.live_claim_session_token" in out
+    assert "executions.live_claim_session_token" not in out
+    assert "users.alert_webhook_url" not in out
     assert "Next catch-up: --since " in out
     # Progress goes to stderr, as periodic lines when not on a terminal.
     assert "users: 12 rows to read" in result.stderr
@@ -131,7 +139,8 @@ def test_mapping_refuses_what_it_cannot_carry():
             "active_cue_limit": 1, "monthly_execution_limit": 1, "monthly_message_limit": None,
             "rate_limit_per_minute": 1, "api_key_hash": "A" * 64, "api_key_prefix": "cue_sk_aaaaa",
             "api_key_encrypted": None, "webhook_secret": None, "external_owner": None,
-            "created_at": None, "updated_at": None}
+            "alert_webhook_url": "", "alert_webhook_secret": None, "created_at": None,
+            "updated_at": None}
     values = mapping.user(user)
     assert values["email"] == "a@b.example"           # Cueline's normalisation
     assert values["api_key_hash"] == "a" * 64          # hex digests compare in lower case
@@ -145,3 +154,44 @@ def test_mapping_refuses_what_it_cannot_carry():
     assert caught.value.code == "invalid_value"
     assert mapping.addressable("planner@user0")
     assert not mapping.addressable("Planner_1@user0")
+    assert values["alert_webhook_url"] is None           # an empty URL is no URL
+
+
+def test_mapping_of_subscriptions_events_and_live_sessions():
+    sub = {"id": None, "subscriber_agent_id": "agt_a", "event_type": "message.delivered",
+           "delivery_target": "webhook", "webhook_url": "http://127.0.0.1:9/e",
+           "webhook_secret": "whsec_x", "inline_body": None, "last_dispatched_event_id": 4,
+           "last_dispatched_at": None, "last_acked_event_id": 3, "consecutive_failures": None,
+           "paused_until": None, "created_at": None, "detached_at": None}
+    values = mapping.subscription(sub)
+    assert (values["inline_body"], values["consecutive_failures"]) == (False, 0)
+    for broken, code in (({"webhook_secret": None}, "missing_value"),
+                         ({"webhook_url": None}, "invalid_value"),
+                         ({"event_type": "cue.fired"}, "unknown_value"),
+                         ({"delivery_target": "email"}, "unknown_value")):
+        with pytest.raises(mapping.Unmappable) as caught:
+            mapping.subscription({**sub, **broken})
+        assert caught.value.code == code, broken
+    # A pull subscription carries no secret even if a hand-edited row has one.
+    assert mapping.subscription({**sub, "delivery_target": "pull", "webhook_url": None}
+                                )["webhook_secret"] is None
+    event = {"id": 7, "event_type": "message.delivered", "recipient_agent_id": "agt_a",
+             "payload": {"priority": 2}, "emitted_at": None, "idempotency_key": None,
+             "digested_at": None}
+    assert mapping.event(event)["priority"] == 2
+    assert mapping.event({**event, "payload": {"priority": True}})["priority"] is None
+    assert mapping.event({**event, "event_type": "turn.pass"})["priority"] is None
+    with pytest.raises(mapping.Unmappable):
+        mapping.event({**event, "payload": [1]})
+    created = __import__("datetime").datetime(2026, 1, 1)
+    live = {"id": None, "agent_id": "agt_a", "label": "l", "cue_id": "c", "task_name": "t",
+            "is_default": True, "transport": "poll", "monitor_version": None,
+            "session_token": None, "daemon_id": None, "ipc_session_token": None,
+            "attached_at": None, "detached_at": created, "last_heartbeat": None,
+            "last_claim_at": None, "last_reconciled_at": None, "created_at": created}
+    values = mapping.live_session(live)
+    assert values["is_default"] is False and values["attached_at"] == created
+    for broken in ({"transport": "ipc"}, {"ipc_session_token": "tok"},
+                   {"transport": "carrier-pigeon"}):
+        with pytest.raises(mapping.Unmappable):
+            mapping.live_session({**live, **broken})

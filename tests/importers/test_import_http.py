@@ -2,7 +2,8 @@
 
 Old ``cue_sk_`` keys authenticate, old cue and execution ids answer, an integrator acts for an
 old user id, ``slug@user-slug`` addresses resolve, imported inboxes hold the imported messages,
-and receivers holding the old webhook secrets verify what Cueline signs.
+receivers holding the old webhook secrets (cue, agent, alert) verify what Cueline signs, alerts,
+subscriptions, live sessions and the event stream carry on where they were.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.agents_live.models import LiveSession
+from app.alerts import delivery as alert_delivery
+from app.alerts.models import Alert
+from app.events.models import Subscription
 from app.extensions import db
 from app.messaging.models import Message
 from app.messaging.services.delivery import build_push
+from app.outbound.http import SUCCESS, SendResult
 from app.outbound.signing import canonical_json, verify_signature
 from app.scheduling.delivery import webhook_body, webhook_headers
 from app.scheduling.models import Cue, Execution
@@ -286,3 +292,145 @@ def test_workers_and_usage_come_along(imported, upstream):
     usage = client.get("/v1/usage", headers=key_headers(user.key)).get_json()
     assert usage["executions"]["used"] == 40
     assert usage["executions"]["limit"] == 1500
+
+
+def test_alerts_come_along_for_the_old_key_and_are_not_sent_again(imported, upstream):
+    app = imported()
+    client = app.test_client()
+    for user in (upstream.user(0), upstream.user(4)):
+        listed = client.get("/v1/alerts", headers=key_headers(user.key))
+        assert listed.status_code == 200, listed.get_json()
+        expected = sorted((a for a in upstream.alerts if a["user_id"] == user.id),
+                          key=lambda a: a["created_at"], reverse=True)
+        body = listed.get_json()
+        assert body["total"] == len(expected) > 0
+        for got, alert in zip(body["alerts"], expected, strict=True):
+            assert got["id"] == str(alert["id"])
+            assert got["alert_type"] == alert["alert_type"]
+            assert got["severity"] == alert["severity"]
+            assert got["message"] == alert["message"]
+            assert got["cue_id"] == alert["cue_id"]
+            assert got["execution_id"] == (str(alert["execution_id"])
+                                           if alert["execution_id"] else None)
+            assert got["acknowledged"] is alert["acknowledged"]
+            assert (got["metadata"] or {}) == (alert["metadata"] or {})
+            assert _parse(got["created_at"]) == _iso(alert["created_at"])
+    with app.app_context():
+        # Nothing queued for the alert webhook: cueapi-core already sent (or not) each one.
+        assert db.session.scalar(db.select(db.func.count()).select_from(Alert)
+                                 .where(Alert.delivery_state.is_not(None))) == 0
+
+
+def test_alert_webhooks_verify_with_the_imported_secret(imported, upstream, monkeypatch):
+    app = imported()
+    client = app.test_client()
+    user = upstream.user(4)
+    shown = client.get("/v1/auth/alert-webhook-secret", headers=key_headers(user.key))
+    assert shown.get_json() == {"alert_webhook_secret": upstream.alert_webhook_secret}
+    sent = []
+
+    def fake_send(method, url, *, body=None, headers=None, timeout=None, **_):
+        sent.append((url, body, headers))
+        return SendResult(SUCCESS, status_code=200)
+
+    monkeypatch.setattr(alert_delivery, "send", fake_send)
+    alert = upstream.alerts[1]
+    with app.app_context():
+        row = db.session.get(Alert, alert["id"])
+        row.delivery_state = "pending"  # as if raised again in Cueline
+        db.session.commit()
+        claims = alert_delivery.claim_alerts(10)
+        assert [c[0] for c in claims] == [alert["id"]]
+        assert alert_delivery.deliver_alert(*claims[0]) == "delivered"
+    (url, body, headers), = sent
+    assert url == "https://alerts.example.com/hook"  # the imported alert_webhook_url
+    assert json.loads(body)["alert_id"] == str(alert["id"])
+    timestamp = int(headers["X-CueAPI-Timestamp"])
+    assert headers["X-CueAPI-Signature"] == upstream_signature(
+        upstream.alert_webhook_secret, json.loads(body), timestamp)
+    assert verify_signature(upstream.alert_webhook_secret, body, headers["X-CueAPI-Timestamp"],
+                            headers["X-CueAPI-Signature"])
+
+
+def test_subscriptions_and_the_event_stream_continue_from_the_watermarks(imported, upstream):
+    app = imported()
+    client = app.test_client()
+    user = upstream.user(0)
+    headers = key_headers(user.key)
+    agent = upstream.agents[0]
+    listed = client.get(f"/v1/agents/{agent.slug}@{user.slug}/subscriptions", headers=headers)
+    assert listed.status_code == 200, listed.get_json()
+    subs = {s["id"]: s for s in listed.get_json()["subscriptions"]}
+    active = {str(s["id"]): s for s in upstream.subscriptions
+              if s["subscriber_agent_id"] == agent.id and not s.get("detached_at")}
+    assert set(subs) == set(active) and len(active) == 3
+    for sub_id, sub in active.items():
+        got = subs[sub_id]
+        assert got["event_type"] == sub["event_type"]
+        assert got["delivery_target"] == sub["delivery_target"]
+        assert got["last_acked_event_id"] == sub.get("last_acked_event_id")
+        assert got["last_dispatched_event_id"] == sub.get("last_dispatched_event_id")
+        assert got["consecutive_failures"] == sub.get("consecutive_failures", 0)
+        assert got["inline_body"] is sub.get("inline_body", False)
+        assert got["webhook_secret"] is None  # never shown again, as on create-once
+    with app.app_context():
+        for sub in upstream.subscriptions:  # the secrets signing webhook batches came along
+            assert db.session.get(Subscription, sub["id"]).webhook_secret == \
+                sub.get("webhook_secret")
+        breaker = db.session.get(Subscription, upstream.subscriptions[-1]["id"])
+        assert breaker.consecutive_failures == 10
+        assert _iso(breaker.paused_until) == _iso(upstream.subscriptions[-1]["paused_until"])
+    # Pulling from the pull subscription's watermark gives exactly the later events, same ids.
+    pull = next(s for s in active.values() if s["delivery_target"] == "pull"
+                and s["event_type"] == "message.delivered")
+    mine = [e for e in upstream.events if e["recipient_agent_id"] == agent.id]
+    page = client.get(f"/v1/agents/{agent.id}/events?since={pull['last_acked_event_id']}"
+                      "&event_type=message.delivered&limit=100", headers=headers).get_json()
+    expected = [e for e in mine if e["id"] > pull["last_acked_event_id"]
+                and e["event_type"] == "message.delivered"]
+    assert [e["id"] for e in page["events"]] == [e["id"] for e in expected]
+    assert [e["payload"] for e in page["events"]] == [e["payload"] for e in expected]
+    assert page["next_cursor"] == expected[-1]["id"]
+    # A message sent after the import: its event comes after every imported one.
+    sender = next(a for a in upstream.agents_of(user.id) if a.slug == "runner")
+    sent = client.post("/v1/messages", headers={**headers, "X-Cueapi-From-Agent": sender.id},
+                       json={"to": agent.id, "body": "first after the move"})
+    assert sent.status_code == 201, sent.get_json()
+    after = client.get(f"/v1/agents/{agent.id}/events?since={page['next_cursor']}",
+                       headers=headers).get_json()["events"]
+    assert [e["payload"]["message_id"] for e in after] == [sent.get_json()["id"]]
+    assert after[0]["id"] > max(e["id"] for e in upstream.events)
+    # Reading acknowledged it for the pull subscription (the imported row moves on).
+    subs = client.get(f"/v1/agents/{agent.id}/subscriptions", headers=headers).get_json()
+    assert {s["id"]: s["last_acked_event_id"] for s in subs["subscriptions"]}[
+        str(pull["id"])] == after[0]["id"]
+
+
+def test_live_sessions_and_live_claims_come_along(imported, upstream):
+    app = imported()
+    client = app.test_client()
+    user = upstream.user(0)
+    agent = upstream.agents[0]
+    listed = client.get(f"/v1/agents/{agent.id}/live-sessions?include_detached=true",
+                        headers=key_headers(user.key))
+    assert listed.status_code == 200, listed.get_json()
+    got = {(s["label"], s["cue_id"]): s for s in listed.get_json()}
+    assert set(got) == {(s["label"], s["cue_id"]) for s in upstream.live_sessions}
+    desk = got[("desk", "cue_live000002")]
+    assert desk["is_default"] is True and desk["attached"] is True
+    assert desk["session_token"] == "01HV" + "B" * 22
+    assert desk["monitor_version"] == "v2.1.0"
+    old = got[("desk", "cue_live000000")]
+    assert old["attached"] is False and old["is_default"] is False  # detached: not default
+    laptop = got[("laptop", "cue_live000001")]
+    assert _parse(laptop["attached_at"]) == _iso(upstream.live_sessions[0]["created_at"])
+    with app.app_context():
+        ipc = db.session.get(LiveSession, upstream.live_sessions[1]["id"])
+        assert (ipc.transport, ipc.daemon_id, ipc.ipc_session_token) == (
+            "ipc", upstream.live_sessions[1]["daemon_id"], "t" * 32)
+        claimed = [e for e in upstream.executions if e["live_claim_session_token"]]
+        assert claimed
+        for ex in claimed:
+            row = db.session.get(Execution, ex["id"])
+            assert row.live_claim_session_token == ex["live_claim_session_token"]
+            assert _iso(row.live_claimed_at) == _iso(ex["live_claimed_at"])

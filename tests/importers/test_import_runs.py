@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from app.db import utcnow
+from app.events.models import Event, Subscription
 from app.extensions import db
-from app.importers.engine import canonical
+from app.importers import targets
+from app.importers.engine import canonical, digest_of
+from app.importers.models import ImportedRow
 from app.importers.report import CONFLICT, KEPT, SKIPPED
 from app.messaging.models import Agent, Message
 from app.quotas.cues import count_successful_delivery
@@ -24,7 +27,7 @@ from tests.importers.upstream import execute
 
 TABLES = ("users", "cues", "executions", "workers", "agents", "messages",
           "message_idempotency_keys", "execution_usage", "message_monthly_counts",
-          "import_ledger")
+          "agent_live_sessions", "subscriptions", "events", "alerts", "import_ledger")
 
 
 def snapshot(app) -> dict[str, list]:
@@ -356,3 +359,114 @@ def test_unique_values_held_in_cueline_are_conflicts(make_app, new_source):
         assert db.session.get(Execution, slot_id) is None
         assert db.session.get(Agent, "agt_dupslug00001") is None
         assert db.session.get(Worker, worker_id) is None
+
+
+def test_the_new_tables_are_imported_whole_and_caught_up(make_app, new_source):
+    source = new_source()
+    app = make_app()
+    first = run(app, source.url)
+    for name, rows in (("alerts", source.alerts), ("subscriptions", source.subscriptions),
+                       ("events", source.events),
+                       ("agent_live_sessions", source.live_sessions)):
+        assert first.table(name).inserted == len(rows), name
+    assert not notes(first, CONFLICT, table="events")
+    since = first.snapshot_at - timedelta(minutes=5)
+    agent = source.agents[0]
+    alert, pull = source.alerts[0], source.subscriptions[1]
+    # Changes without a timestamp saying so (an ack, a watermark), and a new event and
+    # subscription; plus a Cueline-native subscription holding the slot a new upstream one
+    # wants.
+    execute(source.url, "UPDATE alerts SET acknowledged = true WHERE id = %(id)s",
+            {"id": alert["id"]})
+    execute(source.url, "UPDATE subscriptions SET last_acked_event_id = 121 WHERE id = %(id)s",
+            {"id": pull["id"]})
+    execute(source.url, "INSERT INTO events (id, event_type, recipient_agent_id, payload) "
+            "VALUES (500, 'turn.pass', %(agent)s, %(payload)s)",
+            {"agent": agent.id, "payload": {"thread_id": "t"}})
+    taken = uuid.uuid4()
+    execute(source.url, "INSERT INTO subscriptions (id, subscriber_agent_id, event_type, "
+            "delivery_target, webhook_url, webhook_secret) VALUES (%(id)s, %(agent)s, "
+            "'turn.pass', 'webhook', 'http://127.0.0.1:9/t', 'whsec_' || repeat('a', 64))",
+            {"id": taken, "agent": agent.id})
+    with app.app_context():
+        native = Subscription(subscriber_agent_id=agent.id, event_type="turn.pass",
+                              delivery_target="webhook", webhook_url="http://127.0.0.1:9/n",
+                              webhook_secret="whsec_" + "b" * 64)
+        db.session.add(native)
+        db.session.commit()
+        native_id = native.id
+    dry = run(app, source.url, since=since, dry_run=True)
+    report = run(app, source.url, since=since)
+    assert dry.table("alerts").updated == report.table("alerts").updated == 1
+    assert dry.table("subscriptions").updated == report.table("subscriptions").updated == 1
+    assert dry.table("events").inserted == report.table("events").inserted == 1
+    # --since reads only the events that changed since; the small tables are read whole.
+    assert report.table("events").read == 1
+    assert report.table("alerts").read == len(source.alerts)
+    assert {(n.key, n.code) for n in notes(report, CONFLICT, table="subscriptions")} == {
+        (str(taken), "subscription_exists")}
+    with app.app_context():
+        assert db.session.get(Subscription, pull["id"]).last_acked_event_id == 121
+        assert db.session.get(Subscription, taken) is None
+        assert db.session.get(Subscription, native_id).webhook_url == "http://127.0.0.1:9/n"
+        assert db.session.get(Event, 500).event_type == "turn.pass"
+    # A live session and a subscription gone upstream go in Cueline too (unchanged there).
+    execute(source.url, "DELETE FROM agent_live_sessions WHERE id = %(id)s",
+            {"id": source.live_sessions[0]["id"]})
+    execute(source.url, "DELETE FROM subscriptions WHERE id = %(id)s",
+            {"id": source.subscriptions[2]["id"]})
+    gone = run(app, source.url, since=since)
+    assert gone.table("agent_live_sessions").deleted == 1
+    assert gone.table("subscriptions").deleted == 1
+
+
+def test_new_events_get_ids_above_the_imported_ones(make_app, new_source):
+    source = new_source()
+    app = make_app()
+    top = max(e["id"] for e in source.events)
+    assert run(app, source.url, dry_run=True).changes > 0
+    with app.app_context():  # a dry run leaves the sequence alone too
+        assert db.session.scalar(select(func.count()).select_from(Event)) == 0
+    report = run(app, source.url)
+    assert any(f"above {top}" in line for line in report.info)
+    with app.app_context():
+        from app.events.emission import emit
+        agent_id = source.agents[0].id
+        event = emit("turn.pass", agent_id, {"thread_id": "x"}, emitted_at=utcnow())
+        db.session.commit()
+        assert event.id > top
+        assert db.session.scalar(select(func.count()).select_from(Event)) == \
+            len(source.events) + 1
+
+
+def test_a_ledger_written_before_these_columns_came_along(make_app, new_source):
+    """Rows imported by the first version of the import (no alert webhook, no live claim
+    columns) are updated with the new columns, not reported as changed in Cueline."""
+    source = new_source()
+    app = make_app()
+    run(app, source.url)
+    ledger = ImportedRow.__table__
+    with app.app_context():
+        for target in (targets.USERS, targets.EXECUTIONS):
+            legacy = target.legacy_columns[0]
+            new = [c for c in target.columns if c not in legacy]
+            table = target.table
+            # (updated_at kept: as the first version left the rows, no onupdate bump)
+            db.session.execute(table.update().values(
+                {**{c: None for c in new}, "updated_at": table.c.updated_at}))
+            for row in db.session.execute(select(*[table.c[c] for c in target.columns])
+                                          ).mappings():
+                db.session.execute(
+                    ledger.update().where(ledger.c.table_name == target.name,
+                                          ledger.c.row_key == target.key_of(dict(row)))
+                    .values(digest=digest_of(dict(row), legacy)))
+        db.session.commit()
+    report = run(app, source.url)
+    assert not notes(report, KEPT)
+    assert report.table("users").updated == 1            # the one with an alert webhook
+    assert report.table("executions").updated == sum(
+        1 for e in source.executions if e["live_claim_session_token"])
+    with app.app_context():
+        assert db.session.get(User, source.user(4).id).alert_webhook_secret == \
+            source.alert_webhook_secret
+    assert run(app, source.url).changes == 0

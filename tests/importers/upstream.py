@@ -111,6 +111,11 @@ class Upstream:
     counts: dict[str, int] = field(default_factory=dict)
     orphan_worker: uuid.UUID | None = None
     idempotent_message: dict | None = None
+    alerts: list[dict] = field(default_factory=list)
+    subscriptions: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    live_sessions: list[dict] = field(default_factory=list)
+    alert_webhook_secret: str | None = None
 
     def user(self, index: int) -> UserRow:
         return self.users[index]
@@ -124,6 +129,10 @@ class Upstream:
 
 def _insert(cur, table: str, rows: list[dict]) -> None:
     if not rows:
+        return
+    if any(set(row) != set(rows[0]) for row in rows):
+        for row in rows:  # rows naming different columns: each leaves the others default
+            _insert(cur, table, [row])
         return
     columns = list(rows[0])
     cur.executemany(
@@ -147,6 +156,7 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
     last_month = (month - timedelta(days=1)).replace(day=1)
     user_rows, cue_rows, execution_rows, worker_rows, agent_rows = [], [], [], [], []
     message_rows, outbox_rows, usage_rows, message_usage_rows = [], [], [], []
+    up.alert_webhook_secret = secrets.token_hex(32)  # as cueapi-core mints it (64 hex)
     for i in range(users):
         key = api_key()
         uid = uuid.UUID(int=rng.getrandbits(128), version=4)
@@ -166,7 +176,7 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
             "created_at": created, "updated_at": created + timedelta(days=3),
             "webhook_secret": row.webhook_secret,
             "alert_webhook_url": "https://alerts.example.com/hook" if i == 4 else None,
-            "alert_webhook_secret": secrets.token_hex(32) if i == 4 else None,
+            "alert_webhook_secret": up.alert_webhook_secret if i == 4 else None,
             "slug": slug, "external_owner": row.external_owner,
             "api_key_encrypted": fernet_copy(key, secret_for_copy) if i % 2 == 0 else None,
         })
@@ -232,6 +242,7 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
                     "claimed_at": scheduled if transport == "worker" and status_k in (
                         "delivering", "success") else None,
                     "live_claim_session_token": "01HV" + "A" * 22 if k == 7 else None,
+                    "live_claimed_at": scheduled + timedelta(seconds=1) if k == 7 else None,
                     "outcome_deadline_seconds": 600 if k == 6 else None,
                     "outcome_state": None if not recorded or k == 4 else (
                         "reported_success" if status_k == "success" else "reported_failure"),
@@ -335,6 +346,7 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
     worker_rows.append({"id": up.orphan_worker, "user_id": uuid.uuid4(), "worker_id": "ghost",
                         "handlers": None, "last_heartbeat": now, "created_at": now})
     usage_rows.append({"user_id": uuid.uuid4(), "month_start": month, "execution_count": 5})
+    _agent_rows(up, now, message_rows)
     with psycopg.connect(conninfo(url)) as conn, conn.cursor() as cur:
         for table, rows in (("users", user_rows), ("cues", cue_rows),
                             ("executions", execution_rows), ("workers", worker_rows),
@@ -346,20 +358,15 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
                 (table,))}
             _insert(cur, table, [{c: v for c, v in row.items() if c in present}
                                  for row in rows])
-        first_agent = up.agents[0]
-        _insert(cur, "events", [{"event_type": "message.delivered",
-                                 "recipient_agent_id": first_agent.id,
-                                 "payload": {"message_id": message_rows[0]["id"]}}])
-        _insert(cur, "subscriptions", [{"subscriber_agent_id": first_agent.id,
-                                        "event_type": "message.delivered",
-                                        "delivery_target": "webhook",
-                                        "webhook_url": "http://127.0.0.1:9/events",
-                                        "webhook_secret": webhook_secret()}])
-        _insert(cur, "alerts", [{"id": uuid.uuid4(), "user_id": up.users[0].id,
-                                 "alert_type": "consecutive_failures", "message": "3 failures",
-                                 "metadata": {"consecutive_failures": 3}}])
-        _insert(cur, "agent_live_sessions", [{"agent_id": first_agent.id, "label": "laptop",
-                                              "cue_id": "cue_live000001", "task_name": "inbox"}])
+        _insert(cur, "alerts", up.alerts)
+        _insert(cur, "agent_live_sessions", up.live_sessions)
+        # The first event takes its id from the sequence, the others are given theirs (ids
+        # with gaps, as a retention sweep leaves them); the sequence then moves past them.
+        _insert(cur, "events", up.events[:1])
+        up.events[0]["id"] = cur.execute("SELECT max(id) FROM events").fetchone()[0]
+        _insert(cur, "events", up.events[1:])
+        cur.execute("SELECT setval('events_id_seq', (SELECT max(id) FROM events))")
+        _insert(cur, "subscriptions", up.subscriptions)
         _insert(cur, "device_codes", [{"device_code": "ABCD-EFGH", "status": "pending",
                                        "expires_at": now + timedelta(minutes=10)}])
         conn.commit()
@@ -369,6 +376,86 @@ def populate(url: str, seed: int = 7, users: int = 12, session_secret: str = "",
                  "usage_monthly": len(usage_rows),
                  "usage_messages_monthly": len(message_usage_rows)}
     return up
+
+
+def _agent_rows(up: Upstream, now: datetime, message_rows: list[dict]) -> None:
+    """Alerts, live sessions, events and subscriptions, into ``up`` (inserted by
+    :func:`populate`)."""
+    user0, user4 = up.users[0], up.users[4]
+    first_agent = up.agents[0]                       # user 0's planner
+    other = up.agents_of(up.users[1].id)[0]          # user 1's planner
+    cue4 = up.cues_of(user4.id)[0]
+    execution4 = next(e for e in up.executions if e["cue_id"] == cue4["id"])
+    up.alerts = [
+        {"id": uuid.UUID(int=1000 + n, version=4), "user_id": user_id, "cue_id": cue_id,
+         "execution_id": execution_id, "alert_type": alert_type, "severity": severity,
+         "message": message, "metadata": metadata, "acknowledged": acknowledged,
+         "created_at": now - timedelta(hours=10 - n)}
+        for n, (user_id, cue_id, execution_id, alert_type, severity, message, metadata,
+                acknowledged) in enumerate((
+                    (user0.id, None, None, "consecutive_failures", "warning", "3 failures",
+                     {"consecutive_failures": 3}, False),
+                    (user4.id, cue4["id"], execution4["id"], "outcome_timeout", "critical",
+                     "no outcome within 600 s", {"deadline_seconds": 600}, False),
+                    (user4.id, cue4["id"], execution4["id"], "verification_failed", "info",
+                     "result_url missing", None, True)))]
+    up.live_sessions = [
+        {"id": uuid.UUID(int=2000, version=4), "agent_id": first_agent.id, "label": "laptop",
+         "cue_id": "cue_live000001", "task_name": "inbox", "is_default": False,
+         "attached_at": None, "created_at": now - timedelta(days=2)},
+        {"id": uuid.UUID(int=2001, version=4), "agent_id": first_agent.id, "label": "desk",
+         "cue_id": "cue_live000002", "task_name": "inbox", "is_default": True,
+         "transport": "ipc", "daemon_id": uuid.UUID(int=2100, version=4),
+         "ipc_session_token": "t" * 32, "session_token": "01HV" + "B" * 22,
+         "monitor_version": "v2.1.0", "attached_at": now - timedelta(hours=3),
+         "last_heartbeat": now - timedelta(seconds=40), "last_claim_at": now - timedelta(
+             minutes=9), "last_reconciled_at": now - timedelta(minutes=1),
+         "created_at": now - timedelta(hours=3)},
+        # Detached while the default: cueapi-core leaves the flag, Cueline's constraint not.
+        {"id": uuid.UUID(int=2002, version=4), "agent_id": first_agent.id, "label": "desk",
+         "cue_id": "cue_live000000", "task_name": "inbox", "is_default": True,
+         "attached_at": now - timedelta(days=5), "detached_at": now - timedelta(hours=4),
+         "created_at": now - timedelta(days=5)}]
+    mine = [m for m in message_rows if m["to_agent_id"] == first_agent.id]
+    events = [{"event_type": "message.delivered", "recipient_agent_id": first_agent.id,
+               "payload": {"message_id": message_rows[0]["id"]},
+               "emitted_at": now - timedelta(hours=6)}]
+    for n in range(12):
+        message = mine[n % len(mine)]
+        turn = n % 4 == 3
+        events.append({
+            "id": 100 + 3 * n, "event_type": "turn.pass" if turn else "message.delivered",
+            "recipient_agent_id": first_agent.id if n < 10 else other.id,
+            "payload": {"thread_id": message["thread_id"]} if turn else {
+                "message_id": message["id"], "from_agent_id": message["from_agent_id"],
+                "priority": 1 + n % 5, "subject": message["subject"]},
+            "emitted_at": now - timedelta(hours=5, minutes=-n),
+            "idempotency_key": f"turn-{n}" if turn else None,
+            "digested_at": now - timedelta(hours=4) if n == 0 else None})
+    up.events = events
+    top = max(e["id"] for e in events[1:])
+    up.subscriptions = [
+        {"id": uuid.UUID(int=3000, version=4), "subscriber_agent_id": first_agent.id,
+         "event_type": "message.delivered", "delivery_target": "webhook",
+         "webhook_url": "http://127.0.0.1:9/events", "webhook_secret": webhook_secret(),
+         "last_dispatched_event_id": 112, "last_dispatched_at": now - timedelta(hours=4),
+         "last_acked_event_id": 112, "consecutive_failures": 3, "inline_body": True,
+         "created_at": now - timedelta(days=3)},
+        {"id": uuid.UUID(int=3001, version=4), "subscriber_agent_id": first_agent.id,
+         "event_type": "message.delivered", "delivery_target": "pull",
+         "last_acked_event_id": 109, "created_at": now - timedelta(days=3)},
+        {"id": uuid.UUID(int=3002, version=4), "subscriber_agent_id": first_agent.id,
+         "event_type": "turn.pass", "delivery_target": "pull",
+         "created_at": now - timedelta(days=2)},
+        {"id": uuid.UUID(int=3003, version=4), "subscriber_agent_id": first_agent.id,
+         "event_type": "turn.pass", "delivery_target": "pull", "last_acked_event_id": 100,
+         "created_at": now - timedelta(days=4), "detached_at": now - timedelta(days=2)},
+        # Its circuit breaker open.
+        {"id": uuid.UUID(int=3004, version=4), "subscriber_agent_id": other.id,
+         "event_type": "message.delivered", "delivery_target": "webhook",
+         "webhook_url": "http://127.0.0.1:9/other", "webhook_secret": webhook_secret(),
+         "last_dispatched_event_id": top - 3, "consecutive_failures": 10,
+         "paused_until": now + timedelta(minutes=30), "created_at": now - timedelta(days=1)}]
 
 
 def execute(url: str, sql: str, params: dict | None = None) -> None:

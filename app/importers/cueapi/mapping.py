@@ -19,6 +19,10 @@ Renamed or reshaped on the way:
 * message push state: the latest ``dispatch_outbox`` row of a message still in flight gives
   Cueline's ``push_attempts`` / ``next_attempt_at``; ``delivering_started_at`` →
   ``claimed_at``.
+* ``alerts`` keep their ids; Cueline's ``delivery_state`` stays NULL (never sent again).
+* ``events.priority`` (Cueline only) is the ``message.delivered`` payload's priority.
+* ``agent_live_sessions``: a NULL ``attached_at`` → ``created_at``; a detached session is not
+  the default.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from typing import Any
 
 from croniter import croniter
 
+from app.agents_live.models import TRANSPORTS as LIVE_TRANSPORTS
+from app.alerts.models import ALERT_TYPES, SEVERITIES
 from app.errors import AppError
+from app.events.registry import DELIVERY_TARGETS, EVENT_TYPES, MESSAGE_DELIVERED
 from app.messaging.addressing import parse_address
 from app.messaging.models import AGENT_STATUSES, DELIVERY_STATES
 from app.messaging.services.messages import fingerprint
@@ -63,6 +70,12 @@ UPSTREAM_TRIGGERS = {None: "scheduler", "manual_fire": "manual_fire", "replay": 
 UPSTREAM_AGENT_STATUSES = ("online", "offline", "away")
 UPSTREAM_DELIVERY_STATES = ("queued", "delivering", "retry_ready", "delivered", "read",
                             "claimed", "acked", "expired", "failed")
+UPSTREAM_ALERT_TYPES = ("outcome_timeout", "verification_failed", "consecutive_failures")
+UPSTREAM_SEVERITIES = ("info", "warning", "critical")
+#: The event-type registry (``KNOWN_EVENT_TYPES``) and the subscription targets.
+UPSTREAM_EVENT_TYPES = ("message.delivered", "message.digest", "turn.pass")
+UPSTREAM_DELIVERY_TARGETS = ("pull", "webhook")
+UPSTREAM_LIVE_TRANSPORTS = ("poll", "ipc")
 
 #: Upstream value set → the Cueline set it must map into (checked by the tests).
 ENUMERATIONS = {
@@ -76,6 +89,12 @@ ENUMERATIONS = {
     "executions.triggered_by": (tuple(UPSTREAM_TRIGGERS.values()), TRIGGERS),
     "agents.status": (UPSTREAM_AGENT_STATUSES, AGENT_STATUSES),
     "messages.delivery_state": (UPSTREAM_DELIVERY_STATES, DELIVERY_STATES),
+    "alerts.alert_type": (UPSTREAM_ALERT_TYPES, ALERT_TYPES),
+    "alerts.severity": (UPSTREAM_SEVERITIES, SEVERITIES),
+    "events.event_type": (UPSTREAM_EVENT_TYPES, EVENT_TYPES),
+    "subscriptions.event_type": (UPSTREAM_EVENT_TYPES, EVENT_TYPES),
+    "subscriptions.delivery_target": (UPSTREAM_DELIVERY_TARGETS, DELIVERY_TARGETS),
+    "agent_live_sessions.transport": (UPSTREAM_LIVE_TRANSPORTS, LIVE_TRANSPORTS),
 }
 
 #: Evidence columns → the keys of Cueline's ``evidence`` object.
@@ -134,6 +153,9 @@ def user(r: dict[str, Any]) -> dict[str, Any]:
         "api_key_hash": key_hash.lower(), "api_key_prefix": r["api_key_prefix"],
         "api_key_encrypted": r["api_key_encrypted"], "webhook_secret": r["webhook_secret"],
         "external_owner": r["external_owner"],
+        # Both sides keep the alert webhook's signing secret itself: receivers keep verifying.
+        "alert_webhook_url": r["alert_webhook_url"] or None,
+        "alert_webhook_secret": r["alert_webhook_secret"] or None,
         "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
 
@@ -210,6 +232,8 @@ def execution(r: dict[str, Any]) -> dict[str, Any]:
         "claimed_by_worker": r["claimed_by_worker"], "claimed_at": r["claimed_at"],
         "last_heartbeat_at": r["last_heartbeat_at"], "outcome": outcome,
         "outcome_state": state, "evidence": evidence or None,
+        "live_claim_session_token": r["live_claim_session_token"],
+        "live_claimed_at": r["live_claimed_at"],
         "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
 
@@ -300,3 +324,82 @@ def message_count(r: dict[str, Any]) -> dict[str, Any]:
         raise Unmappable("invalid_value", f"usage_messages_monthly.month_start {month} is not "
                                           "the first day of a month")
     return {"user_id": r["user_id"], "month": month, "count": r["message_count"]}
+
+
+def alert(r: dict[str, Any]) -> dict[str, Any]:
+    """An ``alerts`` row.  Cueline's ``delivery_state`` stays NULL: cueapi-core sent (or did not
+    send) the alert when it was raised, and an imported alert must not be sent again."""
+    metadata = r["metadata"]
+    if metadata is not None and not isinstance(metadata, dict):
+        raise Unmappable("invalid_value", "alerts.metadata is not a JSON object")
+    return {"id": r["id"], "user_id": r["user_id"], "cue_id": r["cue_id"],
+            "execution_id": r["execution_id"],
+            "alert_type": _member("alerts.alert_type", r["alert_type"]),
+            "severity": _member("alerts.severity", r["severity"]), "message": r["message"],
+            "metadata": metadata, "acknowledged": bool(r["acknowledged"]),
+            "created_at": r["created_at"]}
+
+
+def subscription(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``subscriptions`` row: same id, watermarks (event ids are kept, so they stay
+    consistent), circuit-breaker state and webhook secret (stored as itself on both sides)."""
+    target = _member("subscriptions.delivery_target", r["delivery_target"])
+    if (target == "webhook") != (r["webhook_url"] is not None):
+        raise Unmappable("invalid_value", "a webhook subscription needs a webhook_url and a "
+                                          "pull subscription has none")
+    if target == "webhook" and not r["webhook_secret"]:
+        raise Unmappable("missing_value", "a webhook subscription without a webhook_secret "
+                                          "(Cueline never sends unsigned)")
+    return {"id": r["id"], "subscriber_agent_id": r["subscriber_agent_id"],
+            "event_type": _member("subscriptions.event_type", r["event_type"]),
+            "delivery_target": target, "webhook_url": r["webhook_url"],
+            "webhook_secret": r["webhook_secret"] if target == "webhook" else None,
+            "inline_body": bool(r["inline_body"]),
+            "last_dispatched_event_id": r["last_dispatched_event_id"],
+            "last_dispatched_at": r["last_dispatched_at"],
+            "last_acked_event_id": r["last_acked_event_id"],
+            "consecutive_failures": r["consecutive_failures"] or 0,
+            "paused_until": r["paused_until"], "created_at": r["created_at"],
+            "detached_at": r["detached_at"]}
+
+
+def event(r: dict[str, Any]) -> dict[str, Any]:
+    """An ``events`` row with its id (the pull cursor) kept.  ``priority`` (which Cueline's
+    digest and debounce read) is the payload's, for ``message.delivered`` events."""
+    payload = r["payload"] if r["payload"] is not None else {}
+    if not isinstance(payload, dict):
+        raise Unmappable("invalid_value", "events.payload is not a JSON object")
+    event_type = _member("events.event_type", r["event_type"])
+    priority = payload.get("priority") if event_type == MESSAGE_DELIVERED else None
+    if not (isinstance(priority, int) and not isinstance(priority, bool)
+            and 1 <= priority <= 5):
+        priority = None
+    return {"id": r["id"], "event_type": event_type,
+            "recipient_agent_id": r["recipient_agent_id"], "payload": payload,
+            "emitted_at": r["emitted_at"], "idempotency_key": r["idempotency_key"],
+            "priority": priority, "digested_at": r["digested_at"]}
+
+
+def live_session(r: dict[str, Any]) -> dict[str, Any]:
+    """An ``agent_live_sessions`` row.
+
+    Cueline states as constraints what cueapi-core's code only keeps to: a detached session is
+    not the default (its flag is cleared), an ``ipc`` session has its daemon and token, and a
+    daemon comes with its token (a row breaking those is refused).  ``attached_at`` (NULL in
+    rows older than cueapi-core recorded it) becomes ``created_at``.
+    """
+    transport = _member("agent_live_sessions.transport", r["transport"] or "poll")
+    if (r["daemon_id"] is None) != (r["ipc_session_token"] is None):
+        raise Unmappable("invalid_value", "agent_live_sessions.daemon_id and ipc_session_token "
+                                          "are set together")
+    if transport == "ipc" and r["daemon_id"] is None:
+        raise Unmappable("invalid_value", "an ipc live session without its daemon")
+    detached = r["detached_at"]
+    return {"id": r["id"], "agent_id": r["agent_id"], "label": r["label"],
+            "cue_id": r["cue_id"], "task_name": r["task_name"],
+            "is_default": bool(r["is_default"]) and detached is None, "transport": transport,
+            "monitor_version": r["monitor_version"], "session_token": r["session_token"],
+            "daemon_id": r["daemon_id"], "ipc_session_token": r["ipc_session_token"],
+            "attached_at": r["attached_at"] or r["created_at"], "detached_at": detached,
+            "last_heartbeat": r["last_heartbeat"], "last_claim_at": r["last_claim_at"],
+            "last_reconciled_at": r["last_reconciled_at"], "created_at": r["created_at"]}

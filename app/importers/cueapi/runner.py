@@ -1,16 +1,21 @@
 """The cueapi-core import: which source tables, in which order, read how, checked against what.
 
 Order: users, cues, executions, workers, agents, messages, the spent idempotency keys of the
-last 24 hours, then the two monthly counters — parents before the rows that refer to them.  A
-row whose parent was not imported in this run (a conflict) is skipped and noted, and so is a
-row whose parent exists neither in Cueline nor in this run; so a user that conflicts takes its
-cues, executions, workers, agents, messages and counters with it, and nothing of it is
-half-imported.
+last 24 hours, the two monthly counters, the agents' live sessions, subscriptions and events,
+then alerts — parents before the rows that refer to them.  A row whose parent was not imported
+in this run (a conflict) is skipped and noted, and so is a row whose parent exists neither in
+Cueline nor in this run; so a user that conflicts takes its cues, executions, workers, agents,
+messages, counters, live sessions, subscriptions, events and alerts with it, and nothing of it
+is half-imported.
+
+Events keep their ids, so the pull cursors agents hold and the subscriptions' watermarks stay
+valid; Cueline's event id sequence is first moved past cueapi-core's highest id.
 
 ``--since`` reads only rows whose timestamps show a change at or after that time (see
-:data:`CHANGE_COLUMNS`); the monthly counters have none and are always read whole (they are
-small: one row per user and month).  Cues and workers deleted upstream since an earlier import
-are deleted in Cueline too, unless Cueline changed them since.
+:data:`CHANGE_COLUMNS`); the monthly counters, alerts, subscriptions and live sessions have no
+such timestamps and are always read whole.  Cues, workers, subscriptions and live sessions
+deleted upstream since an earlier import are deleted in Cueline too, unless Cueline changed
+them since.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.auth.crypto import decrypt_secret
 from app.auth.tokens import hash_secret
+from app.db import dialect_name
 from app.extensions import db
 from app.importers import targets
 from app.importers.cueapi import mapping
@@ -43,7 +49,7 @@ READ_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("id", "email", "slug", "plan", "active_cue_limit", "monthly_execution_limit",
               "monthly_message_limit", "rate_limit_per_minute", "api_key_hash",
               "api_key_prefix", "api_key_encrypted", "webhook_secret", "external_owner",
-              "created_at", "updated_at"),
+              "alert_webhook_url", "alert_webhook_secret", "created_at", "updated_at"),
     "cues": ("id", "user_id", "name", "description", "status", "schedule_type", "schedule_cron",
              "schedule_at", "schedule_timezone", "callback_url", "callback_method",
              "callback_transport", "callback_headers", "payload", "retry_max_attempts",
@@ -55,8 +61,8 @@ READ_COLUMNS: dict[str, tuple[str, ...]] = {
                    "outcome_result", "outcome_error", "outcome_metadata", "outcome_recorded_at",
                    "outcome_state", "last_heartbeat_at", "triggered_by", "evidence_external_id",
                    "evidence_result_url", "evidence_result_ref", "evidence_result_type",
-                   "evidence_summary", "evidence_artifacts", "evidence_metadata", "created_at",
-                   "updated_at"),
+                   "evidence_summary", "evidence_artifacts", "evidence_metadata",
+                   "live_claim_session_token", "live_claimed_at", "created_at", "updated_at"),
     "workers": ("id", "user_id", "worker_id", "handlers", "last_heartbeat", "created_at"),
     "agents": ("id", "user_id", "slug", "display_name", "webhook_url", "webhook_secret",
                "agent_metadata", "status", "last_seen_at", "deleted_at", "created_at",
@@ -69,6 +75,18 @@ READ_COLUMNS: dict[str, tuple[str, ...]] = {
                  "correlation_id"),
     "usage_monthly": ("user_id", "month_start", "execution_count"),
     "usage_messages_monthly": ("user_id", "month_start", "message_count"),
+    "agent_live_sessions": ("id", "agent_id", "label", "cue_id", "task_name", "is_default",
+                            "transport", "monitor_version", "session_token", "daemon_id",
+                            "ipc_session_token", "attached_at", "detached_at", "last_heartbeat",
+                            "last_claim_at", "last_reconciled_at", "created_at"),
+    "subscriptions": ("id", "subscriber_agent_id", "event_type", "delivery_target",
+                      "webhook_url", "webhook_secret", "inline_body", "last_dispatched_event_id",
+                      "last_dispatched_at", "last_acked_event_id", "consecutive_failures",
+                      "paused_until", "created_at", "detached_at"),
+    "events": ("id", "event_type", "recipient_agent_id", "payload", "emitted_at",
+               "idempotency_key", "digested_at"),
+    "alerts": ("id", "user_id", "cue_id", "execution_id", "alert_type", "severity", "message",
+               "metadata", "acknowledged", "created_at"),
 }
 
 #: Source columns that are read but not copied because Cueline derives them: a message's
@@ -82,16 +100,20 @@ REQUIRED_COLUMNS = {"users": ("id", "email", "slug", "api_key_hash", "api_key_pr
                     "cues": ("id", "user_id", "name", "schedule_type"),
                     "executions": ("id", "cue_id", "scheduled_for", "status")}
 
-#: Timestamps whose latest value says when a row last changed (``--since``).
+#: Timestamps whose latest value says when a row last changed (``--since``).  Tables not
+#: listed change without a timestamp saying so (an alert acknowledged, a subscription's ack
+#: watermark or failure count moved, a live session made the default) and are read whole on
+#: every run; the ledger's digests make their unchanged rows cheap.
 CHANGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("created_at", "updated_at"),
     "cues": ("created_at", "updated_at", "last_run"),
     "executions": ("created_at", "updated_at", "last_attempt_at", "delivered_at", "claimed_at",
-                   "outcome_recorded_at", "last_heartbeat_at"),
+                   "outcome_recorded_at", "last_heartbeat_at", "live_claimed_at"),
     "workers": ("created_at", "last_heartbeat"),
     "agents": ("created_at", "updated_at", "last_seen_at", "deleted_at"),
     "messages": ("created_at", "delivered_at", "read_at", "acked_at", "failed_at",
                  "delivering_started_at"),
+    "events": ("emitted_at", "digested_at"),
 }
 
 IMPORTED_TABLES = tuple(READ_COLUMNS)
@@ -158,7 +180,7 @@ class CueapiImport:
 
     def _changed(self, table: str, alias: str) -> str:
         """SQL: the row of ``alias`` changed at or after ``:since`` (TRUE without --since)."""
-        if self.since is None:
+        if self.since is None or table not in CHANGE_COLUMNS:
             return "TRUE"
         columns = [f"{alias}.{quote(c)}" for c in CHANGE_COLUMNS[table]
                    if self.source.has(table, c)]
@@ -296,8 +318,75 @@ class CueapiImport:
                 "t.month_start", map_row,
                 lambda r: f"{r['user_id']}|{r['month_start']}",
                 (Parent("user", "user_id", users, "users", "_user_present", "_user_in_run"),))
+        self._agent_rows()
+        if self.source.has("alerts"):
+            self._table(
+                "alerts", targets.ALERTS,
+                f"{self._select('alerts', 'al')}, u.id IS NOT NULL AS _user_present, "
+                f"{self._changed('users', 'u')} AS _user_in_run",
+                "FROM alerts al LEFT JOIN users u ON u.id = al.user_id", "al.id",
+                mapping.alert, lambda r: str(r["id"]),
+                (Parent("user", "user_id", users, "users", "_user_present", "_user_in_run"),))
         self._deletions()
         self._not_carried()
+
+    def _agent_rows(self) -> None:
+        """Live sessions, subscriptions and events: rows of one agent each."""
+        if not self.source.has("agents"):
+            return
+        agents = self.skipped["agents"]
+        for table, alias, target, map_row, agent_column in (
+                ("agent_live_sessions", "ls", targets.LIVE_SESSIONS, mapping.live_session,
+                 "agent_id"),
+                ("subscriptions", "s", targets.SUBSCRIPTIONS, mapping.subscription,
+                 "subscriber_agent_id"),
+                ("events", "ev", targets.EVENTS, mapping.event, "recipient_agent_id")):
+            if not self.source.has(table):
+                continue
+            if table == "events":
+                self._reserve_event_ids()
+            self._table(
+                table, target,
+                f"{self._select(table, alias)}, ag.id IS NOT NULL AS _agent_present, "
+                f"{self._changed('agents', 'ag')} AS _agent_in_run",
+                f"FROM {table} {alias} LEFT JOIN agents ag ON ag.id = {alias}.{agent_column} "
+                f"WHERE {self._changed(table, alias)}", f"{alias}.id", map_row,
+                lambda r: str(r["id"]),
+                (Parent("agent", agent_column, agents, "agents", "_agent_present",
+                        "_agent_in_run"),))
+
+    def _reserve_event_ids(self) -> None:
+        """Move Cueline's event id sequence past cueapi-core's highest event id, before any
+        event is copied: the imported events keep their ids (the pull cursors and the
+        subscriptions' watermarks name them), and an event Cueline emits meanwhile or later
+        gets a higher id than every imported one, so no reader's cursor skips it."""
+        highest = self.source.scalar("SELECT max(id) FROM events")
+        if highest is None:
+            return
+        highest = int(highest)
+        if not self.writer.dry_run:
+            if dialect_name() == "postgresql":
+                sequence = db.session.scalar(text("SELECT pg_get_serial_sequence('events', "
+                                                  "'id')"))
+                if sequence is not None:
+                    db.session.execute(
+                        text(f"SELECT setval(CAST(:seq AS regclass), GREATEST(:top, "
+                             f"(SELECT last_value FROM {sequence})))"),
+                        {"seq": sequence, "top": highest})
+            else:
+                # SQLite's AUTOINCREMENT counter (it also moves when the rows are inserted;
+                # moving it first keeps an event written meanwhile off the imported ids).
+                moved = db.session.execute(
+                    text("UPDATE sqlite_sequence SET seq = :top WHERE name = 'events' "
+                         "AND seq < :top"), {"top": highest}).rowcount
+                if not moved:
+                    db.session.execute(
+                        text("INSERT INTO sqlite_sequence (name, seq) SELECT 'events', :top "
+                             "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence "
+                             "WHERE name = 'events')"), {"top": highest})
+            db.session.commit()
+        self.report.info.append(f"New events get ids above {highest} (cueapi-core's highest "
+                                "event id)")
 
     def _messages(self) -> None:
         users, agents = self.skipped["users"], self.skipped["agents"]
@@ -390,6 +479,8 @@ class CueapiImport:
         users and agents gone upstream are only counted (deleting them would cascade)."""
         for target, table, uuid_key, propagate in (
                 (targets.CUES, "cues", False, True), (targets.WORKERS, "workers", True, True),
+                (targets.LIVE_SESSIONS, "agent_live_sessions", True, True),
+                (targets.SUBSCRIPTIONS, "subscriptions", True, True),
                 (targets.USERS, "users", True, False), (targets.AGENTS, "agents", False, False)):
             if not self.source.has(table):
                 continue
