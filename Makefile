@@ -60,11 +60,17 @@ system-deps:
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; } \
 		|| echo "WARNING: could not install chromium/chromium-driver; the console browser tests will skip"; }
 
-## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster.
+## make test: the whole suite on SQLite and on a throwaway PostgreSQL cluster, in
+## $(TEST_PROCESSES) pytest processes (pytest-xdist; one file stays in one process, and each
+## process starts its own PostgreSQL and Redis).  Many tests wait on servers they start, so
+## three processes keep two cores busy.  TEST_PROCESSES=0 runs everything in one process.
+## Browser screenshots of the console land in .artifacts/console/.
+TEST_PROCESSES ?= 3
 test: system-deps $(STAMP) $(CLI_STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 \
 		CUELINE_CUEAPI_CLI=$(CURDIR)/$(CLI_VENV)/bin/cueapi \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		CUELINE_TEST_ARTIFACTS=$(CURDIR)/.artifacts/console \
+		$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 ## make soak: the reliability suite at full strength (thousands of fuzzed requests).
 soak: system-deps $(STAMP)

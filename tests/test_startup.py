@@ -282,8 +282,9 @@ def test_run_all_stops_the_web_server_when_the_worker_dies(tmp_path):
     try:
         _ready_line(process)
         children = _children(process.pid)
+        # The flask worker, not gunicorn (whose "--workers 1" argument also says "worker").
         worker = next(c for c in children
-                      if b"worker" in Path(f"/proc/{c}/cmdline").read_bytes())
+                      if b"\0worker\0run" in Path(f"/proc/{c}/cmdline").read_bytes())
         os.kill(worker, signal.SIGKILL)
         assert process.wait(timeout=60) == 1
         with pytest.raises(httpx.HTTPError):
