@@ -26,7 +26,8 @@ class AuthPath(enum.StrEnum):
 
 #: ``users:write`` — upsert, deactivate, bulk sync, invites, read the audit trail;
 #: ``users:act`` — act for a user with ``X-On-Behalf-Of``;
-#: ``keys:mint`` — regenerate (or reveal) a user's API key while acting for them.
+#: ``keys:mint`` — mint credentials while acting for a user: regenerate or reveal the API key,
+#: refresh (mint) a session JWT.  Off by default.
 ALL_SCOPES = frozenset({"users:write", "users:act", "keys:mint"})
 
 
@@ -60,6 +61,15 @@ class Identity:
     path: AuthPath
     user: User | None = None
     principal: ServicePrincipal | None = None
+    #: For a session minted under delegation: the minting principal (id or ``env``).
+    minted_by: str | None = None
+
+    @property
+    def minting_principal(self) -> str | None:
+        """Who a session minted for this caller must name: the acting principal, if any."""
+        if self.principal is not None:
+            return "env" if self.principal.principal_id is None else str(self.principal.principal_id)
+        return self.minted_by
 
     @property
     def user_id(self):
