@@ -68,7 +68,8 @@ class Identity:
     def minting_principal(self) -> str | None:
         """Who a session minted for this caller must name: the acting principal, if any."""
         if self.principal is not None:
-            return "env" if self.principal.principal_id is None else str(self.principal.principal_id)
+            principal_id = self.principal.principal_id
+            return "env" if principal_id is None else str(principal_id)
         return self.minted_by
 
     @property
