@@ -75,6 +75,7 @@ class Config:
     DB_POOL_SIZE: int = 5
     DB_MAX_OVERFLOW: int = 10
     DB_CONNECT_TIMEOUT_SECONDS: int = 5
+    DB_PING_IDLE_SECONDS: float = 5.0
 
     # --- scheduling: outbound webhooks and the background worker ----------------------------
     ALLOW_PRIVATE_CALLBACK_URLS: bool = False
@@ -241,6 +242,8 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append("RATELIMIT_STORAGE_URI must be memory:// or a redis:// URL")
     if values["DB_MAX_OVERFLOW"] < 0:
         problems.append("DB_MAX_OVERFLOW must not be negative")
+    if not 0 <= values["DB_PING_IDLE_SECONDS"] <= 3600:
+        problems.append("DB_PING_IDLE_SECONDS must be between 0 and 3600 (0 = ping every reuse)")
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))

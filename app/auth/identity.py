@@ -74,7 +74,18 @@ class Identity:
 
     @property
     def user_id(self):
-        return self.user.id if self.user is not None else None
+        """The user's id, read without a database round trip.
+
+        After a commit or rollback the user row is expired, and reading ``user.id`` would load
+        it again; the request log reads this after the response is built, when the database may
+        be gone (that reload turned a 503 into a 500).  The identity key survives expiry.
+        """
+        if self.user is None:
+            return None
+        from sqlalchemy import inspect
+
+        identity_key = inspect(self.user).identity
+        return identity_key[0] if identity_key else self.user.id
 
 
 @dataclass(frozen=True)
