@@ -116,6 +116,7 @@ class Config:
     DB_POOL_SIZE: int = 5
     DB_MAX_OVERFLOW: int = 10
     DB_CONNECT_TIMEOUT_SECONDS: int = 5
+    DB_PING_IDLE_SECONDS: float = 5.0
 
     # --- scheduling: outbound webhooks and the background worker ----------------------------
     ALLOW_PRIVATE_CALLBACK_URLS: bool = False
@@ -303,6 +304,8 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     if metrics_token and (len(metrics_token) < 16 or re.search(r"\s", metrics_token)):
         problems.append("METRICS_TOKEN must be at least 16 characters without whitespace "
                         f"(or empty); {GENERATE_SECRET_HINT}")
+    if not 0 <= values["DB_PING_IDLE_SECONDS"] <= 3600:
+        problems.append("DB_PING_IDLE_SECONDS must be between 0 and 3600 (0 = ping every reuse)")
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append(f"LOG_LEVEL: {values['LOG_LEVEL']!r} is not a logging level")
     problems.extend(_scheduling_problems(values))

@@ -2,7 +2,8 @@
 
 One sync worker per core is the fastest configuration measured for Cueline: its requests are
 CPU-bound in Python, so more processes per core only add switching (see "Sizing" in
-docs/operations.md).  ``WEB_CONCURRENCY`` sets another count.
+docs/operations.md).  ``WEB_CONCURRENCY`` sets another count.  Requests gunicorn
+refuses itself (header and request-line limits) are answered with the JSON error envelope.
 
 Long polls (``GET /v1/agents/{ref}/events?wait=long``) wait only in threaded workers
 (``--worker-class gthread --threads N``); each worker tells the app its thread count so that
@@ -32,6 +33,10 @@ def post_worker_init(worker):
 
     threaded = worker.cfg.worker_class_str == "gthread" or worker.cfg.threads > 1
     waiting.set_thread_capacity(worker.cfg.threads if threaded else 1)
+
+    from app.gunicorn_errors import install_json_errors
+
+    install_json_errors(worker.cfg)
 
 
 def on_starting(server):

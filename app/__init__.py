@@ -120,7 +120,7 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
     _configure_flask(app)
 
     # 2. Extensions.
-    from app.db import engine_options
+    from app.db import engine_options, install_idle_ping, install_safe_session_teardown
     from app.extensions import db, migrate
 
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
@@ -129,6 +129,9 @@ def create_app(config: Mapping[str, Any] | None = None, **overrides: Any) -> Fla
     for module in MODEL_MODULES:
         importlib.import_module(module)
     db.init_app(app)
+    install_safe_session_teardown(app)  # after init_app, so it runs before its teardown
+    with app.app_context():
+        install_idle_ping(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..",
                                                      "migrations"))
 

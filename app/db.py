@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,9 +59,9 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     if backend == "postgresql":
         return {
             "hide_parameters": True,  # SQL parameters (secrets) never reach error messages
-            # No pre-ping: it costs a round trip on every request.  A connection broken by a
-            # database restart fails its request with 503 and SQLAlchemy then discards the
-            # whole pool, so the service recovers by itself (tests/reliability/test_faults.py).
+            # No pre-ping on every checkout (a round trip per request): only connections idle
+            # longer than DB_PING_IDLE_SECONDS are pinged (install_idle_ping), which is what
+            # finds the ones a database restart killed while they sat in the pool.
             # Connections are opened on demand, so a web process (one request at a time per
             # worker) never opens the extra DELIVERY_CONCURRENCY ones; a worker process keeps
             # one per delivery thread instead of reconnecting for every delivery.
@@ -73,6 +74,69 @@ def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
     # SQLite: one file shared by web and worker processes; wait for locks instead of failing.
     return {"hide_parameters": True,
             "connect_args": {"timeout": 30, "check_same_thread": False}}
+
+
+def install_idle_ping(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled PostgreSQL connection before reuse when it sat idle over ``idle_seconds``.
+
+    Saves a round trip on every request compared with ``pool_pre_ping``: a connection checked
+    in and out again within ``idle_seconds`` (a busy process) is trusted, because it just
+    worked.  One idle through a database outage or restart is dead although the pool cannot
+    tell; the ping finds it and the pool replaces it with a fresh connection before the request
+    uses it, so the first request after a restart succeeds (``tests/reliability/test_faults``).
+    A failed ping raises ``DisconnectionError``, which makes the pool discard the connection
+    and connect again (up to three times); if the database is still down, that connection
+    attempt fails and the request answers 503.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy.exc import DisconnectionError
+
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(dbapi_connection, record):
+        if dbapi_connection is not None:
+            record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, proxy):
+        # ``info`` is cleared when a connection is replaced, so fresh connections are not pinged.
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at <= idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("pooled connection failed its idle ping") from exc
+
+
+def install_safe_session_teardown(app) -> None:
+    """End each request's session without letting a dead connection fail the response.
+
+    Flask-SQLAlchemy's teardown closes the session, which rolls back on the connection; when
+    the database went away during the request that rollback raises, after the response (a 201
+    or the 503 envelope) was already built, and the server turns it into a 500.  This teardown
+    runs first (teardowns run in reverse order of registration): it closes the session and, if
+    that fails, invalidates its connections instead (no rollback is sent; the pool replaces
+    them).  Flask-SQLAlchemy's own teardown then finds nothing to do.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+
+    @app.teardown_appcontext
+    def _close_session(_exc):
+        try:
+            db.session.remove()
+        except Exception as exc:  # noqa: BLE001 - any failure here is a lost connection
+            log.warning("closing the session failed (%s); discarding its connections",
+                        type(exc).__name__)
+            try:
+                db.session.registry().invalidate()
+            except Exception:  # noqa: BLE001
+                log.debug("invalidating the session failed", exc_info=True)
+            db.session.registry.clear()
 
 
 _decode_json = json.JSONDecoder().decode

@@ -213,23 +213,59 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _translate_database_error(error: Exception) -> AppError | None:
-    """Database unreachable → 503 in the envelope instead of a 500."""
-    from sqlalchemy.exc import DBAPIError, PendingRollbackError
+    """Database unreachable or connection lost → 503 in the envelope instead of a 500.
+
+    Every way a lost connection surfaces is covered: a statement on a connection SQLAlchemy
+    recognised as disconnected (``connection_invalidated``), a session left unusable by an
+    earlier one (``PendingRollbackError``), the pool's own refusals (``TimeoutError`` when
+    exhausted, ``DisconnectionError``), and any psycopg ``OperationalError`` /
+    ``InterfaceError`` (connection failures, admin shutdown, "the connection is closed").
+    """
+    from sqlalchemy.exc import (
+        DBAPIError,
+        DisconnectionError,
+        PendingRollbackError,
+    )
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from app.extensions import db
 
     if isinstance(error, PendingRollbackError):
         # A connection died earlier in this request; discard it and let the client retry.
-        from app.extensions import db
-
-        db.session.rollback()
+        _discard_session(db)
         log.warning("database connection lost earlier in the request")
         return ServiceUnavailable()
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
+    if isinstance(error, PoolTimeout | DisconnectionError):
+        log.warning("database pool unavailable: %s", type(error).__name__)
+        return ServiceUnavailable()
+    if not isinstance(error, DBAPIError):
+        return None
+    if error.connection_invalidated:
+        _discard_session(db)
         log.warning("database connection lost: %s", type(error.orig).__name__)
         return ServiceUnavailable()
-    if isinstance(error, DBAPIError) and _is_connection_error(error):
+    if _is_connection_error(error) or _is_psycopg_connection_error(error.orig):
+        _discard_session(db)
         log.warning("database unavailable: %s", type(error.orig).__name__)
         return ServiceUnavailable()
     return None
+
+
+def _discard_session(db) -> None:
+    """Roll the request's session back without letting a dead connection raise again."""
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        log.debug("rollback after a lost connection failed", exc_info=True)
+
+
+def _is_psycopg_connection_error(orig: BaseException | None) -> bool:
+    """psycopg's connection-level errors (its ``OperationalError`` and ``InterfaceError``)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite-only installs
+        return False
+    return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _is_connection_error(error: Exception) -> bool:

@@ -33,18 +33,31 @@ def _loopback_only(monkeypatch):
     """No test sends an HTTP request off this machine: any other destination fails the test.
 
     (Subprocesses started by tests — gunicorn, workers — are only ever given 127.0.0.1 URLs.)
+    A URL may also name a host under ``.invalid`` (RFC 6761: never resolvable), which a test
+    maps with a monkeypatched ``resolve_addresses``; the socket itself must still go to
+    loopback, which the second guard checks where connections are opened.
     """
+    import httpcore
     import httpx
 
+    loopback = ("127.0.0.1", "localhost", "::1")
     for client_class in (httpx.Client, httpx.AsyncClient):
         original = client_class.send
 
         def guarded(self, request, *args, _original=original, **kwargs):
             host = request.url.host
-            assert host in ("127.0.0.1", "localhost", "::1"), f"test tried to reach {host}"
+            assert host in loopback or host.endswith(".invalid"), f"test tried to reach {host}"
             return _original(self, request, *args, **kwargs)
 
         monkeypatch.setattr(client_class, "send", guarded)
+
+    original_connect = httpcore.SyncBackend.connect_tcp
+
+    def guarded_connect(self, host, port, *args, **kwargs):
+        assert host in loopback, f"test tried to connect to {host}"
+        return original_connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", guarded_connect)
 
 
 def _require_postgres() -> bool:

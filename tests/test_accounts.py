@@ -112,6 +112,57 @@ def test_key_regenerate_through_delegation_mints_a_usable_key(delegation_client)
     assert user_id_of(delegation_client, key) == user_id
 
 
+@pytest.mark.parametrize("credential", ["api_key", "delegated"])
+def test_ten_concurrent_regenerations_give_exactly_one_working_key(make_app, monkeypatch,
+                                                                    credential):
+    """All ten callers are authenticated before any of them replaces the key (a barrier in
+    the key step), so every one of them races for the same row: one 200 whose key works,
+    nine ``409 key_rotation_in_progress``, never a 500, nothing half-written."""
+    from app.auth import services as auth_services
+    from app.auth.models import RotatedApiKey
+    from tests.helpers import SERVICE_TOKEN
+
+    app = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN)
+    client = app.test_client()
+    old, _ = register(client)
+    user_id = user_id_of(client, old)
+    callers = 10
+    barrier = threading.Barrier(callers)
+    real_encrypt = auth_services.encrypt_secret
+
+    def encrypt_after_everyone_authenticated(*args, **kwargs):
+        barrier.wait(timeout=60)
+        return real_encrypt(*args, **kwargs)
+
+    monkeypatch.setattr(auth_services, "encrypt_secret", encrypt_after_everyone_authenticated)
+    headers = (key_headers(old) if credential == "api_key" else service_headers(user_id))
+    responses = [None] * callers
+
+    def call(i):
+        responses[i] = app.test_client().post("/v1/auth/key/regenerate",
+                                              headers={**headers, **CONFIRM})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [409] * (callers - 1), statuses
+    for response in responses:
+        if response.status_code == 409:
+            error = error_of(response)
+            assert error["code"] == "key_rotation_in_progress"
+            assert "at the same moment" in error["message"]
+    [winner] = [r.get_json()["api_key"] for r in responses if r.status_code == 200]
+    monkeypatch.setattr(auth_services, "encrypt_secret", real_encrypt)
+    assert user_id_of(client, winner) == user_id
+    assert error_of(client.get("/v1/auth/me", headers=key_headers(old)))["code"] == "key_rotated"
+    assert client.get("/v1/auth/key", headers=key_headers(winner)).get_json()["api_key"] == winner
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(RotatedApiKey)) == 1
+
+
 def test_webhook_secret_get_and_regenerate(client):
     key, _ = register(client)
     secret = client.get("/v1/auth/webhook-secret", headers=key_headers(key)).get_json()[

@@ -155,3 +155,10 @@ def test_gunicorn_from_a_checkout_runs_one_sync_worker_per_core(concurrency, exp
                 (line.partition("=") for line in result.stdout.splitlines())}
     assert int(settings["workers"]) == expected
     assert settings["worker_class"] == "sync"
+
+
+@pytest.mark.parametrize("value,ok", [("0", True), ("5", True), ("3600", True), ("-1", False),
+                                      ("nan", False), ("3601", False)])
+def test_db_ping_idle_seconds_bounds(value, ok):
+    problems = validate(load_config({"DB_PING_IDLE_SECONDS": value}, env_file=None))
+    assert any("DB_PING_IDLE_SECONDS" in p for p in problems) is not ok, problems

@@ -26,7 +26,8 @@ class AuthPath(enum.StrEnum):
 
 #: ``users:write`` — upsert, deactivate, bulk sync, invites, read the audit trail;
 #: ``users:act`` — act for a user with ``X-On-Behalf-Of``;
-#: ``keys:mint`` — regenerate (or reveal) a user's API key while acting for them.
+#: ``keys:mint`` — mint credentials while acting for a user: regenerate or reveal the API key,
+#: refresh (mint) a session JWT.  Off by default.
 ALL_SCOPES = frozenset({"users:write", "users:act", "keys:mint"})
 
 
@@ -60,10 +61,31 @@ class Identity:
     path: AuthPath
     user: User | None = None
     principal: ServicePrincipal | None = None
+    #: For a session minted under delegation: the minting principal (id or ``env``).
+    minted_by: str | None = None
+
+    @property
+    def minting_principal(self) -> str | None:
+        """Who a session minted for this caller must name: the acting principal, if any."""
+        if self.principal is not None:
+            principal_id = self.principal.principal_id
+            return "env" if principal_id is None else str(principal_id)
+        return self.minted_by
 
     @property
     def user_id(self):
-        return self.user.id if self.user is not None else None
+        """The user's id, read without a database round trip.
+
+        After a commit or rollback the user row is expired, and reading ``user.id`` would load
+        it again; the request log reads this after the response is built, when the database may
+        be gone (that reload turned a 503 into a 500).  The identity key survives expiry.
+        """
+        if self.user is None:
+            return None
+        from sqlalchemy import inspect
+
+        identity_key = inspect(self.user).identity
+        return identity_key[0] if identity_key else self.user.id
 
 
 @dataclass(frozen=True)

@@ -210,3 +210,26 @@ def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None):
     principal = ServicePrincipal(name=name, key_id=str(key_id), scopes=frozenset(scopes.split()),
                                  owner=owner, principal_id=principal_id)
     return principal, (row[5] if with_subject else None)
+
+
+def minting_principal_alive(ref: str) -> bool:
+    """Whether the principal that minted a delegated session (claim ``prn``) still stands.
+
+    ``ref`` is a principal id or ``env``.  A named principal must exist, be unrevoked and still
+    hold ``keys:mint``; ``env`` needs delegation on and ``INTERNAL_AUTH_TOKEN`` set.  Checked on
+    every request made with such a session (one indexed lookup), so revocation ends the session
+    at the next request, refresh included.
+    """
+    from flask import current_app
+
+    if ref == "env":
+        config = current_app.config
+        return bool(config["EXTERNAL_AUTH_BACKEND"] and config["INTERNAL_AUTH_TOKEN"])
+    try:
+        principal_id = uuid.UUID(ref)
+    except ValueError:
+        return False
+    row = db.session.execute(
+        select(ServicePrincipalRecord.revoked_at, ServicePrincipalRecord.scopes)
+        .where(ServicePrincipalRecord.id == principal_id)).first()
+    return row is not None and row.revoked_at is None and "keys:mint" in row.scopes.split()

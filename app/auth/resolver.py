@@ -26,6 +26,7 @@ from sqlalchemy import Uuid, bindparam, select
 from app.auth.identity import ALL_SCOPES, AuthPath, CallerExtras, Identity, ServicePrincipal
 from app.auth.tokens import (
     API_KEY_PREFIX,
+    MINTED_BY_CLAIM,
     SessionError,
     decode_session_token,
     hash_secret,
@@ -236,11 +237,20 @@ def _session_user(token: str) -> Identity:
         raise Unauthorized(exc.code, exc.message) from None
     except ValueError:
         raise Unauthorized("invalid_session", "Invalid session token") from None
+    minted_by = claims.get(MINTED_BY_CLAIM)
+    if minted_by is not None:
+        from app.auth.principals import minting_principal_alive
+
+        # A session minted under delegation lives no longer than the principal's right to mint.
+        if not isinstance(minted_by, str) or not minting_principal_alive(minted_by):
+            raise Unauthorized("session_principal_revoked",
+                               "This session was minted by a service principal that has since "
+                               "been revoked (or lost keys:mint); sign in again")
     user = db.session.get(User, user_id)
     if user is None:
         raise Unauthorized("user_not_found", "The session's user no longer exists")
     _check_active(user)
-    return Identity(path=AuthPath.SESSION, user=user)
+    return Identity(path=AuthPath.SESSION, user=user, minted_by=minted_by)
 
 
 def resolve_identity() -> Identity:

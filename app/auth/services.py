@@ -44,16 +44,31 @@ def regenerate_api_key(user: User, session_secret: str) -> str:
 
     Returns the new key (shown once).  An encrypted copy is kept when ``SESSION_SECRET`` is set,
     so ``GET /v1/auth/key`` can reveal it later.  Expired rotation records are pruned here.
+
+    Concurrent regenerations for one user are serialised on the user's row: the key is replaced
+    by a compare-and-swap ``UPDATE … WHERE api_key_hash = <the hash this request saw>``, which
+    takes the row lock (PostgreSQL: a second caller waits, then finds the hash changed; SQLite
+    serialises writers).  Exactly one caller wins and gets a working key; every other caller
+    that saw the same key gets ``409 key_rotation_in_progress`` and nothing changes for it.
     """
     now = utcnow()
     new_key = generate_api_key()
+    seen_hash = user.api_key_hash
+    swapped = db.session.execute(
+        update(User).where(User.id == user.id, User.api_key_hash == seen_hash)
+        .values(api_key_hash=hash_secret(new_key), api_key_prefix=key_prefix(new_key),
+                api_key_encrypted=encrypt_secret(new_key, session_secret))
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if not swapped:
+        db.session.rollback()
+        raise Conflict("key_rotation_in_progress",
+                       "Another request replaced this API key at the same moment; use the key "
+                       "that request returned (this one was not changed)")
+    # The row lock is held from here to the commit, so the rotation record is written once.
     db.session.execute(delete(RotatedApiKey)
                        .where(RotatedApiKey.rotated_at < now - ROTATION_NOTICE))
-    db.session.merge(RotatedApiKey(key_hash=user.api_key_hash, user_id=user.id, rotated_at=now))
-    user.api_key_hash = hash_secret(new_key)
-    user.api_key_prefix = key_prefix(new_key)
-    user.api_key_encrypted = encrypt_secret(new_key, session_secret)
-    db.session.commit()
+    db.session.merge(RotatedApiKey(key_hash=seen_hash, user_id=user.id, rotated_at=now))
+    db.session.commit()  # expires ``user``: its next read sees the new key
     return new_key
 
 

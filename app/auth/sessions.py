@@ -28,9 +28,10 @@ class Session(MethodView):
 
 @blp.route("/refresh")
 class SessionRefresh(MethodView):
-    @auth_required
+    @auth_required("keys:mint")  # minting a session under delegation needs this scope
     @blp.response(200, SessionTokenSchema)
     def post(self):
-        """A fresh 24 h session JWT for the caller (any credential)."""
+        """A fresh 24 h session JWT for the caller (any credential; delegated: `keys:mint`)."""
         return sessions.refresh_session(current_identity.user,
-                                        secret=current_app.config["SESSION_SECRET"])
+                                        secret=current_app.config["SESSION_SECRET"],
+                                        minted_by=current_identity.minting_principal)

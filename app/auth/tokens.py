@@ -57,13 +57,23 @@ class SessionError(Exception):
         self.message = message
 
 
+#: Claim naming the service principal a delegated session was minted by (its id, or ``env``).
+MINTED_BY_CLAIM = "prn"
+
+
 def issue_session_token(user_id: str, email: str, secret: str, now: datetime,
-                        ttl: timedelta = SESSION_TTL) -> str:
-    """Mint an HS256 session JWT (claims ``sub``, ``email``, ``type``, ``iat``, ``exp``)."""
+                        ttl: timedelta = SESSION_TTL, minted_by: str | None = None) -> str:
+    """Mint an HS256 session JWT (claims ``sub``, ``email``, ``type``, ``iat``, ``exp``).
+
+    ``minted_by``: the service principal that minted it under delegation (a principal id, or
+    ``env``), recorded as claim ``prn`` so the session dies with that principal.
+    """
     if not secret:
         raise SessionError("session_unavailable", "Sessions are not configured (SESSION_SECRET)")
     claims = {"sub": str(user_id), "email": email, "type": "session",
               "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp())}
+    if minted_by is not None:
+        claims[MINTED_BY_CLAIM] = str(minted_by)
     return jwt.encode(claims, secret, algorithm=SESSION_ALGORITHM)
 
 

@@ -4,7 +4,9 @@ API:
 
 ``send(method, url, *, body=None, headers=None, timeout=None, env=None, allow_private=None)
 -> SendResult``
-    Re-checks the destination (:func:`app.outbound.ssrf.check_destination`) on every call, sends
+    Re-checks the destination (:func:`app.outbound.ssrf.check_destination`) on every call, and
+    again for every new connection (:class:`GuardedBackend`: the socket goes to an address that
+    was just checked), sends
     one request with ``timeout`` seconds (default ``WEBHOOK_TIMEOUT_SECONDS``), never follows
     redirects, never raises for network problems.  Requests go through one client per process
     (:func:`client`), so connections to a receiver are kept alive and reused between deliveries
@@ -33,10 +35,11 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+import httpcore
 import httpx
 from flask import current_app
 
-from app.outbound.ssrf import BlockedDestination, check_destination
+from app.outbound.ssrf import BlockedDestination, check_destination, connect_policy, guard_connect
 
 USER_AGENT = "CueAPI/1.0"
 RESPONSE_TEXT_LIMIT = 2000
@@ -107,6 +110,41 @@ def tls_context() -> ssl.SSLContext:
     return _tls_context
 
 
+class GuardedBackend(httpcore.SyncBackend):
+    """The network backend of the outbound client: every new connection is checked.
+
+    ``connect_tcp`` resolves the host itself (:func:`app.outbound.ssrf.guard_connect`), refuses
+    it when any address is blocked, and opens the socket to a checked address, so what the
+    socket reaches is exactly what was checked (DNS rebinding cannot slip between the check
+    and the connection).  TLS still verifies and sends SNI for the URL's host name.
+    """
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        last_error: Exception | None = None
+        for address in guard_connect(host):
+            try:
+                return super().connect_tcp(address, port, timeout=timeout,
+                                           local_address=local_address,
+                                           socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None  # guard_connect returns at least one address
+        raise last_error
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """``httpx.HTTPTransport`` whose connection pool uses :class:`GuardedBackend`."""
+
+    def __init__(self, *, verify: ssl.SSLContext, limits: httpx.Limits):
+        super().__init__(verify=verify, trust_env=False, limits=limits)
+        # httpx offers no public way to pass a network backend; the pool is rebuilt with the
+        # same settings.  tests/scheduling/test_outbound.py fails if the guard is bypassed.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=verify, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=GuardedBackend())
+
+
 _client_lock = threading.Lock()
 _client: httpx.Client | None = None
 _client_pid: int | None = None
@@ -124,11 +162,12 @@ def client() -> httpx.Client:
     if _client is None or _client_pid != pid:
         with _client_lock:
             if _client is None or _client_pid != pid:
+                limits = httpx.Limits(max_connections=None,
+                                      max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+                                      keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS)
                 _client = httpx.Client(
-                    follow_redirects=False, trust_env=False, verify=tls_context(),
-                    limits=httpx.Limits(max_connections=None,
-                                        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-                                        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS))
+                    follow_redirects=False, trust_env=False,
+                    transport=GuardedTransport(verify=tls_context(), limits=limits))
                 _client_pid = pid
     return _client
 
@@ -147,8 +186,12 @@ def send(method: str, url: str, *, body: str | None = None,
     content = body.encode("utf-8") if body is not None else None
     request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
     try:
-        response = client().request(method.upper(), url, content=content,
-                                    headers=request_headers, timeout=timeout)
+        with connect_policy(env, allow_private):
+            response = client().request(method.upper(), url, content=content,
+                                        headers=request_headers, timeout=timeout)
+    except BlockedDestination as exc:  # refused again at connect time (e.g. DNS rebinding)
+        return SendResult(TERMINAL, error=f"Destination blocked: {exc}",
+                          elapsed=time.monotonic() - started)
     except httpx.TimeoutException:
         return SendResult(RETRYABLE, error=f"Timed out after {timeout:g}s",
                           elapsed=time.monotonic() - started)

@@ -297,3 +297,84 @@ def test_no_pattern_in_the_code_ends_with_a_bare_dollar():
             if match.group(1).endswith("$"):
                 offenders.append(f"{path}: re.compile({match.group(1)!r})")
     assert not offenders, "\n".join(offenders)
+
+
+# --- header blocks over gunicorn's limits, through a real gunicorn --------------------------
+
+
+@pytest.fixture(scope="module")
+def gunicorn_url(tmp_path_factory):
+    """gunicorn from the checkout (so gunicorn.conf.py applies) on a SQLite database."""
+    from tests.reliability.test_faults import _env, _gunicorn, _migrate
+
+    db_file = tmp_path_factory.mktemp("headers") / "cueline.db"
+    env = _env(f"sqlite:///{db_file}")
+    _migrate(env)
+    process, url = _gunicorn(env)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _raw(url: str, head: bytes) -> tuple[int, dict, bytes]:
+    """Send raw request bytes; return (status, headers, body) of the answer."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    header_block, _, body = data.partition(b"\r\n\r\n")
+    lines = header_block.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+@pytest.mark.parametrize("case,status,code", [
+    ("header_100kb", 431, "header_field_too_large"),
+    ("header_9kb", 431, "header_field_too_large"),
+    ("headers_200", 431, "too_many_headers"),
+    ("request_line_10kb", 400, "request_line_too_large"),
+    ("garbage", 400, "invalid_request"),
+])
+def test_gunicorn_limits_answer_the_envelope(gunicorn_url, case, status, code):
+    import json
+
+    line = b"GET /v1/auth/me HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if case == "header_100kb":
+        head = line + b"X-Big: " + b"x" * 100_000 + b"\r\n\r\n"
+    elif case == "header_9kb":
+        head = line + b"X-Big: " + b"x" * 9_000 + b"\r\n\r\n"
+    elif case == "headers_200":
+        head = line + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n"
+    elif case == "request_line_10kb":
+        head = b"GET /v1/cues?q=" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    else:
+        head = b"\x16\x03\x01 nonsense\r\n\r\n"
+    got_status, headers, body = _raw(gunicorn_url, head)
+    assert got_status == status, body[:300]
+    assert headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert set(payload) == {"error"}
+    assert payload["error"]["code"] == code and payload["error"]["status"] == status
+    if code == "header_field_too_large":
+        assert "8190 bytes" in payload["error"]["message"]
+    if code == "too_many_headers":
+        assert "at most 100" in payload["error"]["message"]
+    if code == "request_line_too_large":
+        assert "at most 4094 bytes" in payload["error"]["message"]
+
+
+def test_headers_within_gunicorns_limits_reach_the_app(gunicorn_url):
+    """Just under the limits, the app answers itself (the envelope from Flask)."""
+    import json
+
+    head = (b"GET /v1/auth/me HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer cue_sk_" + b"x" * 8000 + b"\r\n"
+            + b"".join(b"X-H%d: v\r\n" % i for i in range(90)) + b"\r\n")
+    status, headers, body = _raw(gunicorn_url, head)
+    assert status == 401
+    assert json.loads(body)["error"]["code"] == "invalid_api_key"

@@ -69,6 +69,8 @@ def fake_dns(monkeypatch):
     ("https://user:pw@public.example/", "credentials"),
     ("https:///nohost", "hostname is required"),
     ("https://localhost/x", "not allowed"),
+    ("https://[::]/", "blocked address"),
+    ("https://[::]:22/", "blocked address"),
     ("https://METADATA.google.internal/", "not allowed"),
     ("https://127.0.0.1/", "blocked address"),
     ("https://169.254.169.254/latest", "blocked address"),
@@ -95,10 +97,137 @@ def test_validate_url_normalises(fake_dns):
                              allow_private=False) == "https://public.example:8443/a?b=1"
 
 
-def test_development_allows_http_but_never_loopback(fake_dns):
+def test_development_allows_http_and_loopback_at_save_time(fake_dns):
     assert ssrf.validate_url("http://public.example/", env="development", allow_private=False)
+    for url in ("http://127.0.0.1:9/", "http://[::1]:9/h", "http://localhost:8080/"):
+        assert ssrf.validate_url(url, env="development", allow_private=False)
+    # Still refused in production (and in test at save time) without the setting.
+    for env in ("production", "test"):
+        with pytest.raises(BadRequest) as info:
+            ssrf.validate_url("https://127.0.0.1:9/", env=env, allow_private=False)
+        assert "ALLOW_PRIVATE_CALLBACK_URLS" in info.value.message
+    # Development opens loopback only, not the private ranges.
+    with pytest.raises(BadRequest) as info:
+        ssrf.validate_url("http://10.0.0.1/", env="development", allow_private=False)
+    assert "ALLOW_PRIVATE_CALLBACK_URLS=true to allow" in info.value.message
+
+
+#: Every non-global destination the outside probe got through, plus their neighbours.
+NON_GLOBAL = [
+    "[::]", "[::]:22", "0.0.0.0", "0.1.2.3", "192.0.0.8", "192.0.0.9", "224.0.0.1", "239.1.1.1",
+    "240.0.0.1", "255.255.255.255", "[2002:7f00:1::1]", "[2002:a9fe:a9fe::1]",
+    "[64:ff9b::a9fe:a9fe]", "[64:ff9b::7f00:1]", "[::127.0.0.1]", "[::169.254.169.254]",
+    "[::ffff:127.0.0.1]", "[::ffff:169.254.169.254]", "[fec0::1]", "[ff02::1]", "[ff0e::1]",
+    "[fe80::1]", "169.254.169.254", "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+    "[2001:0:7f00:1:0:0:0:1]", "127.0.0.1", "[::1]", "10.0.0.1", "172.16.0.1",
+    "192.168.1.1", "100.64.0.1", "198.18.0.1", "[fc00::1]", "[fd12::1]", "192.88.99.1",
+    "[100::1]", "[64:ff9b:1::1]", "198.51.100.7", "[2001:db8::1]",
+]
+
+
+@pytest.mark.parametrize("host", NON_GLOBAL)
+@pytest.mark.parametrize("when", ["save", "delivery"])
+def test_non_global_destinations_are_refused_in_production(host, when):
+    url = f"https://{host}/hook"
+    if when == "save":
+        with pytest.raises(BadRequest) as info:
+            ssrf.validate_url(url, field="webhook_url", env="production", allow_private=False)
+        assert info.value.code == "invalid_callback_url"
+        assert info.value.message.startswith("webhook_url: ")
+        assert "blocked address" in info.value.message
+        assert "ALLOW_PRIVATE_CALLBACK_URLS" in info.value.message
+    else:
+        with pytest.raises(ssrf.BlockedDestination):
+            ssrf.check_destination(url, env="production", allow_private=False)
+
+
+#: Refused even with ALLOW_PRIVATE_CALLBACK_URLS=true (and in development).
+NEVER = ["[::]", "[::]:22", "0.0.0.0", "192.0.0.8", "224.0.0.1", "240.0.0.1",
+         "255.255.255.255", "[64:ff9b::a9fe:a9fe]", "[::169.254.169.254]", "[fec0::1]",
+         "[ff02::1]", "169.254.169.254", "[fe80::1]", "[2002:a9fe:a9fe::1]"]
+
+
+@pytest.mark.parametrize("host", NEVER)
+@pytest.mark.parametrize("env", ["production", "development", "test"])
+def test_never_allowed_destinations_stay_refused_with_the_setting(host, env):
+    with pytest.raises(BadRequest) as info:
+        ssrf.validate_url(f"https://{host}/", env=env, allow_private=True)
+    assert "not even with ALLOW_PRIVATE_CALLBACK_URLS=true" in info.value.message
+    with pytest.raises(ssrf.BlockedDestination):
+        ssrf.check_destination(f"https://{host}/", env=env, allow_private=True)
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "[2606:4700::1111]",
+                                  "[2002:5db8:d822::1]", "[64:ff9b::5db8:d822]",
+                                  "[::ffff:93.184.216.34]"])
+def test_global_destinations_and_their_wrapped_forms_are_accepted(host):
+    url = f"https://{host}/hook"
+    assert ssrf.validate_url(url, env="production", allow_private=False) == url
+    ssrf.check_destination(url, env="production", allow_private=False)
+
+
+def test_embedded_ipv4_unwrapping():
+    addr = ipaddress.ip_address
+    assert ssrf.embedded_ipv4(addr("::ffff:10.0.0.1")) == [addr("10.0.0.1")]
+    assert ssrf.embedded_ipv4(addr("::127.0.0.1")) == [addr("127.0.0.1")]
+    assert ssrf.embedded_ipv4(addr("2002:7f00:1::1")) == [addr("127.0.0.1")]
+    assert ssrf.embedded_ipv4(addr("64:ff9b::a9fe:a9fe")) == [addr("169.254.169.254")]
+    assert addr("127.0.0.1") in ssrf.embedded_ipv4(addr("2001:0:7f00:1:0:0:0:1"))
+    assert ssrf.embedded_ipv4(addr("::")) == ssrf.embedded_ipv4(addr("::1")) == []
+    assert ssrf.embedded_ipv4(addr("10.0.0.1")) == []
+
+
+def test_wrapped_private_addresses_follow_the_setting():
+    # ::ffff:10.0.0.1 is 10.0.0.1: allowed exactly when 10.0.0.1 is.
+    assert ssrf.validate_url("https://[::ffff:10.0.0.1]/", env="production", allow_private=True)
     with pytest.raises(BadRequest):
-        ssrf.validate_url("http://127.0.0.1:9/", env="development", allow_private=False)
+        ssrf.validate_url("https://[::ffff:10.0.0.1]/", env="production", allow_private=False)
+
+
+def test_a_name_resolving_to_a_non_global_address_is_refused(monkeypatch):
+    monkeypatch.setattr(ssrf, "resolve_addresses",
+                        lambda host: [ipaddress.ip_address("93.184.216.34"),
+                                      ipaddress.ip_address("::")])
+    with pytest.raises(BadRequest) as info:
+        ssrf.validate_url("https://hooks.example/", env="production", allow_private=False)
+    assert "hooks.example resolves to a blocked address (::" in info.value.message
+
+
+def test_connect_time_check_defeats_dns_rebinding(monkeypatch, receiver):
+    """The name is public when checked, loopback when connected: the socket is never opened."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    calls = []
+
+    def resolve(host):
+        calls.append(host)
+        return [ipaddress.ip_address(a) for a in next(answers)]
+
+    monkeypatch.setattr(ssrf, "resolve_addresses", resolve)
+    result = outbound_http.send("POST", f"https://rebinding.invalid:{receiver.server_port}/",
+                                body="{}", timeout=2, env="production", allow_private=False)
+    assert calls == ["rebinding.invalid", "rebinding.invalid"]
+    assert result.outcome == "terminal"
+    assert "blocked address (127.0.0.1" in result.error
+    assert receiver.seen == []
+
+
+def test_connect_time_check_connects_to_the_checked_address(monkeypatch, receiver):
+    """A name is resolved by the guard and the socket goes to the address it returned."""
+    monkeypatch.setattr(ssrf, "resolve_addresses",
+                        lambda host: [ipaddress.ip_address("127.0.0.1")])
+    result = outbound_http.send("POST", f"http://receiver.invalid:{receiver.server_port}/h",
+                                body="{}", timeout=5, env="development", allow_private=False)
+    assert result.outcome == "success", result.error
+    assert receiver.seen[0][1]["Host"] == f"receiver.invalid:{receiver.server_port}"
+
+
+def test_connect_guard_defaults_to_the_strictest_policy(monkeypatch):
+    monkeypatch.setattr(ssrf, "resolve_addresses",
+                        lambda host: [ipaddress.ip_address("127.0.0.1")])
+    with pytest.raises(ssrf.BlockedDestination):
+        ssrf.guard_connect("anything.invalid")
+    with ssrf.connect_policy(env="test", allow_private=False):
+        assert ssrf.guard_connect("anything.invalid") == ["127.0.0.1"]
 
 
 def test_allow_private_opens_private_ranges_but_not_link_local(fake_dns):

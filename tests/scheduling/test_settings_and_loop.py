@@ -40,7 +40,8 @@ def test_defaults_are_valid_and_typed():
 def test_development_allows_http_callbacks(make_app):
     client = make_app(ENV="development").test_client()
     api_key, _ = register(client)
-    response = client.post("/v1/cues", json=cue_body(callback={"url": "http://192.0.2.10/x"}),
+    # A global literal: saved, never called (no worker runs here).
+    response = client.post("/v1/cues", json=cue_body(callback={"url": "http://93.184.216.34/x"}),
                            headers=key_headers(api_key))
     assert response.status_code == 201
 

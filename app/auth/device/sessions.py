@@ -57,10 +57,16 @@ def exchange_session_token(token: str, *, secret: str,
             "email": user.email}
 
 
-def refresh_session(user: User, *, secret: str, now: datetime | None = None) -> dict[str, str]:
-    """A new 24 h session JWT for ``user``; ``503 session_unavailable`` without a secret."""
+def refresh_session(user: User, *, secret: str, now: datetime | None = None,
+                    minted_by: str | None = None) -> dict[str, str]:
+    """A new 24 h session JWT for ``user``; ``503 session_unavailable`` without a secret.
+
+    ``minted_by``: the service principal behind the request (acting now, or recorded in the
+    session being refreshed); the new session records it and dies with it.
+    """
     try:
-        token = issue_session_token(str(user.id), user.email, secret, now or utcnow())
+        token = issue_session_token(str(user.id), user.email, secret, now or utcnow(),
+                                    minted_by=minted_by)
     except SessionError as exc:
         raise ServiceUnavailable(exc.code, exc.message) from None
     return {"session_token": token, "email": user.email}
