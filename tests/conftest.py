@@ -29,6 +29,16 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(autouse=True)
+def _rate_window(request):
+    """Tests marked ``rate_window`` count requests against a per-minute limit: keep them clear
+    of a window boundary (see :func:`tests.helpers.clear_of_window_boundary`)."""
+    if request.node.get_closest_marker("rate_window"):
+        from tests.helpers import clear_of_window_boundary
+
+        clear_of_window_boundary()
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch):
     """No test sends an HTTP request off this machine: any other destination fails the test.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -82,3 +83,15 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+
+
+def clear_of_window_boundary(margin: float = 5.0) -> None:
+    """Wait, if need be, until at least ``margin`` seconds remain in the current minute.
+
+    The rate limiter's sliding-window counter works in windows aligned to the minute: just
+    after a boundary, the previous window's count is already weighted down, so a request that
+    a test expects to be refused may pass.  Tests that count requests to a limit start here.
+    """
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.05)

@@ -174,6 +174,7 @@ def test_the_api_rate_limiter_leaves_signed_in_pages_alone(make_app):
     assert 429 in statuses  # the API's anonymous limit still applies to the API
 
 
+@pytest.mark.rate_window
 def test_the_sign_in_form_is_rate_limited_with_an_html_429(make_app, monkeypatch):
     monkeypatch.setattr(auth, "send_mail", lambda *args: None)
     app = make_app(CONSOLE_ENABLED=True, CONSOLE_ADMINS=ADMINS, RATELIMIT_ENABLED=True)

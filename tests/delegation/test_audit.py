@@ -32,6 +32,8 @@ from tests.helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Several tests count requests against per-minute limits.
+pytestmark = pytest.mark.rate_window
 
 
 def _mine(rows, principal_name):
