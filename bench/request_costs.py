@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="substring filter on endpoint labels")
     parser.add_argument("--profile", default="", help="cProfile the endpoint with this label "
                         "substring and print its top functions")
+    parser.add_argument("--spin", type=float, default=0.0, help="after measuring, keep calling "
+                        "the endpoints for this many seconds each (for an outside profiler: "
+                        "py-spy record -- python bench/request_costs.py --only … --spin 30)")
     args = parser.parse_args(argv)
 
     cluster = PostgresCluster().start()
@@ -247,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label}: {len(sql)} SQL, {len(redis_calls)} Redis, {micros:.0f} µs "
                       f"({ratio:.1f}× a bare route)",
                       file=sys.__stderr__)
+                deadline = time.monotonic() + args.spin
+                while time.monotonic() < deadline:
+                    call()
                 if args.profile and args.profile in label:
                     profiler = cProfile.Profile()
                     profiler.enable()
