@@ -3,8 +3,8 @@
 ``python bench/spy_summary.py profile.txt`` prints, for each layer, the share of the samples
 whose stack passes through it (inclusive; a sample counts once per layer), and the share
 spent in that layer's own frames before the next layer is entered (exclusive), so "the limiter"
-includes its Redis calls inclusively but not exclusively.  Layers are matched on file paths; only samples inside a request call of
-``bench/request_costs.py`` count.
+includes its Redis calls inclusively but not exclusively.  Layers are matched on file paths;
+only samples inside a request call of ``bench/request_costs.py`` count.
 """
 
 from __future__ import annotations
