@@ -145,9 +145,13 @@ def _assert_one_limiter_call(costs):
     assert costs.redis == [["EVALSHA"]], costs.redis
 
 
-def test_me_by_key(world, costs, backend):
+@pytest.mark.parametrize("credential", ["key", "env", "principal"])
+def test_me(world, costs, backend, credential):
     client = world["client"]
-    response = _measure(costs, lambda: client.get("/v1/auth/me", headers=world["bearer"]))
+    headers = {"key": world["bearer"], "env": service_headers(world["user_id"]),
+               "principal": service_headers(world["user_id"], token=world["principal"])
+               }[credential]
+    response = _measure(costs, lambda: client.get("/v1/auth/me", headers=headers))
     assert response.headers["X-RateLimit-Limit"] == "10000"
     assert len(costs.statements) == 1, costs.statements  # the key lookup reads the usage too
     _assert_no_transaction(costs, backend)
@@ -172,9 +176,9 @@ def test_cue_page_by_delegation(world, costs, backend, credential):
     headers = service_headers(world["user_id"], token=token)
     response = _measure(costs, lambda: client.get("/v1/cues?limit=20", headers=headers))
     assert len(response.get_json()["cues"]) == CUES_ON_PAGE
-    # The env token's subject lookup reads the page too; a named principal's key and the
-    # subject come back from one statement, then the page.
-    assert len(costs.statements) == (1 if credential == "env" else 2), costs.statements
+    # The env token's subject lookup reads the page too, and so does a named principal's key
+    # lookup (the key, the principal, the subject user and the page in one statement).
+    assert len(costs.statements) == 1, costs.statements
     _assert_no_transaction(costs, backend)
     # The subject user's bucket and (for a named principal) the principal's: one script call.
     _assert_one_limiter_call(costs)
@@ -257,7 +261,8 @@ def test_page_read_with_the_caller_answers_like_the_page_query(world, mint_sessi
                   "?status=active", "?status=paused", "?status=active&limit=1&offset=1"):
         expected = client.get(f"/v1/cues{query}", headers=session)
         assert expected.status_code == 200
-        for headers in (world["bearer"], delegated):
+        by_principal = service_headers(world["user_id"], token=world["principal"])
+        for headers in (world["bearer"], delegated, by_principal):
             assert client.get(f"/v1/cues{query}", headers=headers).get_json() == \
                 expected.get_json(), query
     for query in ("?limit=0", "?limit=101", "?limit=x", "?offset=-1"):
@@ -266,15 +271,30 @@ def test_page_read_with_the_caller_answers_like_the_page_query(world, mint_sessi
 
 
 def test_page_of_a_user_without_cues(limited_app):
+    """No cues, a page past the end, unknown credentials and subjects: the page read with the
+    caller never changes an answer."""
+    from app.auth.principals import create_principal
+
     client = limited_app.test_client()
     user_id = str(uuid.uuid4())
     assert client.put(f"/v1/internal/users/{user_id}", headers=service_headers(), json={
         "email": f"{user_id[:8]}@example.com", "slug": f"e-{user_id[:8]}"}).status_code == 200
-    for query in ("", "?offset=5"):
-        body = client.get(f"/v1/cues{query}", headers=service_headers(user_id)).get_json()
-        assert (body["cues"], body["total"]) == ([], 0)
+    with limited_app.app_context():
+        token = create_principal("pages").token
+    for headers in (service_headers(user_id), service_headers(user_id, token=token)):
+        for query in ("", "?offset=5"):
+            body = client.get(f"/v1/cues{query}", headers=headers).get_json()
+            assert (body["cues"], body["total"]) == ([], 0)
     assert client.get("/v1/cues", headers={"Authorization": "Bearer cue_sk_" + "0" * 32}
                       ).status_code == 401
+    unknown_key = client.get("/v1/cues?offset=5", headers=service_headers(
+        user_id, token="svc_" + "0" * 43))
+    assert unknown_key.status_code == 401
+    assert unknown_key.get_json()["error"]["code"] == "invalid_internal_token"
+    for query in ("", "?offset=5"):
+        nobody = client.get(f"/v1/cues{query}", headers=service_headers(uuid.uuid4(), token=token))
+        assert nobody.status_code == 404
+        assert nobody.get_json()["error"]["code"] == "user_not_found"
 
 
 @pytest.fixture

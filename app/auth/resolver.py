@@ -80,7 +80,11 @@ def _find_principal(token: str | None, subject_id: uuid.UUID | None = None):
     if token.startswith(SERVICE_KEY_PREFIX):
         from app.auth.principals import find_principal_by_token
 
-        principal, subject = find_principal_by_token(token, subject_id)
+        extras, extra_params = _view_extras() if subject_id is not None else (None, None)
+        principal, subject, fetched = find_principal_by_token(token, subject_id, extras,
+                                                              extra_params)
+        if fetched is not None:
+            g.caller_extras = (extras.name, subject.id, fetched)
         return principal, (subject if subject_id is not None else _NOT_FETCHED)
     return None, _NOT_FETCHED
 
