@@ -105,6 +105,23 @@ def tree_cpu_seconds(root: int | None) -> float:
     return total
 
 
+def tree_rss_mib(root: int) -> list[float]:
+    """Resident memory (MiB) of process ``root``'s children (gunicorn's workers)."""
+    sizes = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        parent = re.search(r"^PPid:\s+(\d+)", status, flags=re.M)
+        rss = re.search(r"^VmRSS:\s+(\d+) kB", status, flags=re.M)
+        if parent and rss and int(parent.group(1)) == root:
+            sizes.append(int(rss.group(1)) / 1024)
+    return sorted(sizes)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
     values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -389,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             measured.pop("raw")
             results.append({"endpoint": label, **measured})
             print(f"  measured {label}: {measured['rps']:.0f} req/s", file=sys.stderr)
+        worker_rss = tree_rss_mib(cueline.process.pid)  # after every endpoint has run
     finally:
         for server in servers:
             server.stop()
@@ -425,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
              "the serving gunicorn (master and workers), of PostgreSQL (all its processes), of "
              "redis-server, and of the whole machine (the rest is wrk and the kernel); the "
              "machine column is what bounds requests/s on a saturated host.")
+    notes += (" Memory: each Cueline gunicorn worker's resident set after the run, "
+              + ", ".join(f"{mib:.0f} MiB" for mib in worker_rss) + ".")
     print(header)
     print("\n".join(table))
     print(notes)
@@ -434,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     settings = {**vars(args), "baseline": str(args.baseline) if args.baseline else None}
     (RESULTS / f"http-{stamp}.json").write_text(json.dumps(
-        {"when": stamp, "machine": info, "settings": settings, "results": results}, indent=2))
+        {"when": stamp, "machine": info, "settings": settings, "results": results,
+         "worker_rss_mib": worker_rss}, indent=2))
     (RESULTS / f"http-{stamp}.md").write_text(
         f"# HTTP benchmark {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table)
         + f"\n\n{notes}\n")
