@@ -225,7 +225,11 @@ def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None,
         extras = None
     if extras is not None:
         result = db.session.execute(_lookup_statement(True, extras), {**params, **extra_params})
-        rows = result.all() if extras.order_by is not None else result.fetchmany(1)
+        if extras.order_by is not None:
+            rows = result.all()
+        else:
+            first = result.first()
+            rows = [first] if first is not None else []
         if rows:
             key_id, principal_id, name, owner, scopes, subject = rows[0][:6]
             fetched = None
