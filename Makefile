@@ -77,11 +77,14 @@ soak: system-deps $(STAMP)
 	CUELINE_TEST_REQUIRE_POSTGRES=1 CUELINE_TEST_REQUIRE_REDIS=1 CUELINE_FUZZ_EXAMPLES=100 \
 		CUELINE_SOAK=1 $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
-## make bench: load, scheduler, bulk-sync, per-layer and import benchmarks on a throwaway PostgreSQL
-## cluster (not part of test).
+## make bench: load (the production profile — PostgreSQL, Redis limiter, one sync worker per core,
+## JSON request log — then the same with one worker), per-request costs, scheduler, bulk-sync,
+## per-layer and import benchmarks on throwaway PostgreSQL and Redis servers (not part of test).
 bench: system-deps $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
-	$(BIN)/python bench/http_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/http_bench.py --profile production $(BENCH_ARGS)
+	$(BIN)/python bench/http_bench.py --profile one-worker $(BENCH_ARGS)
+	$(BIN)/python bench/request_costs.py
 	$(BIN)/python bench/scheduler_bench.py
 	$(BIN)/python bench/bulk_sync_bench.py
 	$(BIN)/python bench/layers_bench.py

@@ -1,4 +1,4 @@
-"""Request rate limiting with Flask-Limiter: per user, per client address, and per endpoint.
+"""Request rate limiting: per user, per client address, per service principal, per endpoint.
 
 * Every request except the exempt paths counts against one bucket: the authenticated user's
   (``rate_limit_per_minute``, read fresh each request, so an upsert changes it at once) — the
@@ -6,19 +6,28 @@
   for anonymous traffic and failed credentials, the client address
   (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``).
   A limit of 0 means unlimited.
-* Allowed responses carry ``X-RateLimit-Limit/Remaining/Reset``; a refusal is
-  ``429 rate_limit_exceeded`` with an integer ``Retry-After``.
+* Allowed responses carry ``X-RateLimit-Limit/Remaining/Reset`` (and ``Retry-After``, the
+  seconds until the window frees a request); a refusal is ``429 rate_limit_exceeded`` with an
+  integer ``Retry-After``.
 * Counters live in ``RATELIMIT_STORAGE_URI``: ``memory://`` (per process) by default, Redis to
   share them across gunicorn workers and machines.  If the storage is unreachable requests are
   let through (fail open) and a warning is logged.
 * ``SERVICE_RATE_LIMIT_PER_MINUTE`` adds one bucket per service principal for delegated requests.
-  A request counts against a bucket only if no bucket refused it: the principal's is looked at
-  (without counting) before the subject user's is counted, so a principal over its limit does
-  not use up its users' limits with requests it is refused; a request the user's limit refuses
-  is not counted against the principal either.
+  A request counts against its buckets only if none of them refuses it: a principal over its
+  limit does not use up its users' limits with requests it is refused, and a request the user's
+  limit refuses is not counted against the principal either.
 * :func:`limit` adds an endpoint-specific limit (device-code creation, e-mail submission …).
 
-The Limiter is built per app, like the Api, so two apps never share counters or settings.
+**One storage call per request.**  :class:`RequestLimiter` checks and counts all of a request's
+buckets (user or address, and the principal) in one call: on Redis one ``EVALSHA`` of
+:data:`ACQUIRE_SCRIPT`, which also returns the window figures the headers need.  Flask-Limiter,
+used before, made one Redis round trip to count, another to read the figures for the headers,
+and two more (look, then count) for a principal's bucket — and resolved its limits through
+several layers of Python per request.  Both backends use the sliding-window counter of the
+``limits`` package (the same counts, windows and header values as before).
+
+Each app has its own limiter (``app.extensions["cueline_limiter"]``), so two apps never share
+counters or settings.
 """
 
 from __future__ import annotations
@@ -26,12 +35,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
+from math import floor, inf
 
-from flask import Flask, current_app, request
-from flask_limiter import Limiter
+from flask import Flask, Response, current_app, g, request
 from limits import parse
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, RedisStorage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.errors import AppError
 
@@ -83,15 +94,155 @@ def retry_message(seconds: int, what: str = "Too many requests") -> str:
     return f"{what}. Retry after {seconds} {unit}."
 
 
+#: Every request limit is "N per minute".
+WINDOW_SECONDS = 60
+
+#: Checks and counts every bucket of one request in one Redis call (see the module docstring).
+#: KEYS: per bucket its previous and current window keys; ARGV: the window in seconds, then each
+#: bucket's limit.  A window is the ``limits`` package's sliding-window counter (a current
+#: counter living two windows, shifted to "previous" once a window has passed), so the counts
+#: are exactly those of its ``acquire_sliding_window.lua``.  Nothing is counted unless every
+#: bucket has room.  Returns ``{refused, then per bucket: previous count, previous TTL ms,
+#: current count, current TTL ms}``, ``refused`` being the 1-based index of the first full
+#: bucket or 0.
+ACQUIRE_SCRIPT = """
+local expiry = tonumber(ARGV[1]) * 1000
+local buckets = #KEYS / 2
+local state = {}
+local refused = 0
+for i = 1, buckets do
+  local previous, current = KEYS[2 * i - 1], KEYS[2 * i]
+  local current_ttl = tonumber(redis.call('pttl', current))
+  if current_ttl > 0 and current_ttl < expiry then
+    redis.call('rename', current, previous)
+    redis.call('set', current, 0, 'PX', current_ttl + expiry)
+  end
+  local previous_count = tonumber(redis.call('get', previous)) or 0
+  local previous_ttl = math.max(tonumber(redis.call('pttl', previous)) or 0, 0)
+  local current_count = tonumber(redis.call('get', current)) or 0
+  current_ttl = math.max(tonumber(redis.call('pttl', current)) or 0, 0)
+  state[i] = {previous_count, previous_ttl, current_count, current_ttl}
+  local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
+  if refused == 0 and weighted + 1 > tonumber(ARGV[i + 1]) then
+    refused = i
+  end
+end
+if refused == 0 then
+  for i = 1, buckets do
+    local current = KEYS[2 * i]
+    if redis.call('exists', current) == 1 then
+      redis.call('incrby', current, 1)
+    else
+      redis.call('set', current, 1, 'PX', expiry * 2)
+      state[i][4] = expiry * 2
+    end
+    state[i][3] = state[i][3] + 1
+  end
+end
+local reply = {refused}
+for i = 1, buckets do
+  for j = 1, 4 do
+    reply[#reply + 1] = state[i][j]
+  end
+end
+return reply
+"""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One counter a request is checked against: ``scope`` is ``user``, ``address`` or
+    ``service`` (the refusal metric's label)."""
+
+    key: str
+    per_minute: int
+    scope: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A bucket's figures after a request: what the ``X-RateLimit-*`` headers say."""
+
+    per_minute: int
+    remaining: int
+    reset_at: int  # epoch seconds, as ``X-RateLimit-Reset`` carries it
+
+
+def _window(per_minute: int, previous_count: int, previous_expires_in: float,
+            current_count: int, current_expires_in: float) -> Window:
+    """The figures of a sliding-window counter, computed as ``limits`` computes them."""
+    weighted = previous_count * previous_expires_in / WINDOW_SECONDS + current_count
+    remaining = max(0, per_minute - floor(weighted))
+    now = time.time()
+    if not (previous_count or current_count):
+        return Window(per_minute, remaining, int(now + 1))
+    previous_reset = (previous_expires_in % (WINDOW_SECONDS / previous_count)
+                      if previous_count else inf)
+    current_reset = current_expires_in % WINDOW_SECONDS if current_count else inf
+    return Window(per_minute, remaining, int(now + min(previous_reset, current_reset) + 1))
+
+
+class RequestLimiter:
+    """The app's request limits: every bucket of a request checked and counted in one call.
+
+    ``storage`` is the ``limits`` storage of ``RATELIMIT_STORAGE_URI``; ``strategy`` the
+    sliding-window counter over it, which :func:`limit` uses for endpoint limits.
+    """
+
+    def __init__(self, app: Flask):
+        self.enabled: bool = app.config["RATELIMIT_ENABLED"]
+        self.storage = storage_from_string(storage_uri(app.config["RATELIMIT_STORAGE_URI"]))
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self._script = None
+        if isinstance(self.storage, RedisStorage):
+            # register_script sends nothing: the first call loads the script (EVALSHA, then
+            # EVAL once if the server does not know it yet).
+            self._script = self.storage.get_connection().register_script(ACQUIRE_SCRIPT)
+        self._lock = threading.Lock()
+
+    def acquire(self, buckets: list[Bucket]) -> tuple[int | None, list[Window]]:
+        """Count one request in every bucket if none is full.
+
+        Returns the index of the first full bucket (None when the request was counted) and
+        every bucket's figures.  Raises when the storage is unreachable.
+        """
+        if self._script is not None:
+            keys = []
+            for bucket in buckets:
+                current = f"cueline:rl:{{{bucket.key}}}"  # braces: both keys in one slot
+                keys += [current + "/-1", current]
+            reply = self._script(keys=keys, args=[WINDOW_SECONDS] +
+                                 [bucket.per_minute for bucket in buckets])
+            refused = int(reply[0]) - 1
+            windows = [_window(bucket.per_minute, int(reply[1 + 4 * i]),
+                               int(reply[2 + 4 * i]) / 1000, int(reply[3 + 4 * i]),
+                               int(reply[4 + 4 * i]) / 1000)
+                       for i, bucket in enumerate(buckets)]
+            return (refused if refused >= 0 else None), windows
+        # In memory (one process): the same check-then-count under a lock.
+        with self._lock:
+            states = [self.storage.get_sliding_window(f"cueline/{b.key}", WINDOW_SECONDS)
+                      for b in buckets]
+            refused = next((i for i, (bucket, (p_count, p_expires, c_count, _c))
+                            in enumerate(zip(buckets, states, strict=True))
+                            if floor(p_count * p_expires / WINDOW_SECONDS + c_count) + 1
+                            > bucket.per_minute), None)
+            if refused is None:
+                for bucket in buckets:
+                    self.storage.acquire_sliding_window_entry(
+                        f"cueline/{bucket.key}", bucket.per_minute, WINDOW_SECONDS)
+                states = [self.storage.get_sliding_window(f"cueline/{b.key}", WINDOW_SECONDS)
+                          for b in buckets]
+        return refused, [_window(bucket.per_minute, *state)
+                         for bucket, state in zip(buckets, states, strict=True)]
+
+
 def global_retry_after() -> int:
-    """Seconds until the caller's global window frees a request (60 when unknown)."""
-    try:
-        current = current_app.extensions["cueline_limiter"].current_limit
-    except Exception:  # noqa: BLE001 - storage down or no limit evaluated
-        current = None
-    if current is None:
+    """Seconds until the caller's user or address window frees a request (60 when unknown)."""
+    window = g.get("rate_limit_window")
+    if window is None:
         return 60
-    return max(1, int(current.reset_at - time.time()))
+    return max(1, int(window.reset_at - time.time()))
 
 
 def client_address() -> str:
@@ -99,132 +250,102 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _subject():
-    """The authenticated user for bucketing, or None (never raises)."""
-    from app.auth.decorators import try_identity
-
-    identity = try_identity()
-    return identity.user if identity is not None else None
-
-
-def _bucket() -> str:
-    user = _subject()
-    return f"user:{user.id}" if user is not None else f"addr:{client_address()}"
-
-
-def _per_minute() -> int:
-    user = _subject()
-    if user is not None:
-        return user.rate_limit_per_minute
-    return current_app.config["RATE_LIMIT_ANONYMOUS_PER_MINUTE"]
-
-
-def _default_limit() -> str:
-    return f"{max(_per_minute(), 1)} per minute"
-
-
 def _exempt_request() -> bool:
-    """Probes, docs, the service-only surface and preflights: never counted.
-
-    A request filter, so Flask-Limiter skips these before resolving any limit.
-    """
+    """Probes, docs, the service-only surface, preflights and unrouted paths: never counted."""
     path = request.path
-    return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES) or request.method == "OPTIONS"
+    return (request.endpoint is None or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
+            or request.method == "OPTIONS")
 
 
-def _unlimited() -> bool:
-    return _per_minute() <= 0
-
-
-def build_limiter(app: Flask) -> Limiter:
-    """Create the app's Limiter (its before_request hook runs where this is called)."""
-    # Registered before the limiter's own hook: a principal already over its limit is refused
-    # before the subject user's bucket counts the request.
-    app.before_request(_peek_service_principal_limit)
-    limiter = Limiter(
-        key_func=_bucket,
-        app=app,
-        application_limits=[_default_limit],
-        application_limits_exempt_when=_unlimited,
-        storage_uri=storage_uri(app.config["RATELIMIT_STORAGE_URI"]),
-        strategy="sliding-window-counter",
-        headers_enabled=True,
-        retry_after="delta-seconds",
-        swallow_errors=True,
-        in_memory_fallback_enabled=False,
-        key_prefix="cueline",
-    )
-    limiter.request_filter(_exempt_request)
-    app.extensions["cueline_limiter"] = limiter
-    # Runs after the limiter's own hook: the subject user's limit is checked first.
-    app.before_request(_check_service_principal_limit)
-    return limiter
-
-
-def _service_principal_bucket():
-    """``(limiter, item, bucket)`` of the principal behind a delegated request, else None."""
-    per_minute = current_app.config["SERVICE_RATE_LIMIT_PER_MINUTE"]
-    limiter: Limiter = current_app.extensions["cueline_limiter"]
-    path = request.path
-    if (per_minute <= 0 or not limiter.enabled or request.method == "OPTIONS"
-            or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)):
-        return None
+def _buckets() -> list[Bucket]:
+    """The request's buckets: the user's (or the address's), then the principal's."""
     from app.auth.decorators import try_identity
 
+    config = current_app.config
     identity = try_identity()
-    if identity is None or identity.principal is None:
-        return None
-    item = parse(f"{per_minute} per minute")
-    return limiter, item, f"principal:{identity.principal.principal_id or identity.principal.name}"
+    buckets = []
+    if identity is not None and identity.user is not None:
+        user = identity.user
+        if user.rate_limit_per_minute > 0:
+            buckets.append(Bucket(f"user:{user.id}", user.rate_limit_per_minute, "user"))
+    elif config["RATE_LIMIT_ANONYMOUS_PER_MINUTE"] > 0:
+        buckets.append(Bucket(f"addr:{client_address()}",
+                              config["RATE_LIMIT_ANONYMOUS_PER_MINUTE"], "address"))
+    per_principal = config["SERVICE_RATE_LIMIT_PER_MINUTE"]
+    if per_principal > 0 and identity is not None and identity.principal is not None:
+        principal = identity.principal
+        buckets.append(Bucket(f"principal:{principal.principal_id or principal.name}",
+                              per_principal, "service"))
+    return buckets
 
 
-def _refuse_service(limiter: Limiter, item, bucket: str) -> None:
-    reset, _remaining = limiter.limiter.get_window_stats(item, "service-principal", bucket)
-    retry = max(1, int(reset - time.time()))
-    per_minute = current_app.config["SERVICE_RATE_LIMIT_PER_MINUTE"]
+def limit_request() -> None:
+    """``before_request``: count the request in its buckets, or refuse it with 429.
+
+    Runs after the body-size check and before body parsing (413 → 429 → 400 → 401 → 422, as
+    the wire protocol orders them).  A refusal by the principal's bucket says so with
+    ``limit_scope: "service"``, so an integrator can tell its own cap from a user's.
+    """
+    limiter: RequestLimiter = current_app.extensions["cueline_limiter"]
+    if not limiter.enabled or _exempt_request():
+        return
+    buckets = _buckets()
+    if not buckets:
+        return
+    try:
+        refused, windows = limiter.acquire(buckets)
+    except Exception:  # noqa: BLE001 - storage down: fail open
+        current_app.logger.warning("rate limit storage unavailable; request not limited")
+        return
+    if buckets[0].scope != "service":
+        g.rate_limit_window = windows[0]  # the headers are the user's (or address's) bucket
+    if refused is None:
+        return
     from app.metrics import count_rate_limit_refusal
 
-    count_rate_limit_refusal("service")
+    bucket, window = buckets[refused], windows[refused]
+    count_rate_limit_refusal(bucket.scope)
+    retry = max(1, int(window.reset_at - time.time()))
+    if bucket.scope == "service":
+        g.pop("rate_limit_window", None)  # nothing was counted: no user figures to report
+        raise AppError("rate_limit_exceeded",
+                       retry_message(retry, f"Too many requests from this service principal "
+                                            f"({bucket.per_minute} per minute)"), 429,
+                       headers={"Retry-After": str(retry)}, limit_scope="service")
     raise AppError("rate_limit_exceeded",
-                   retry_message(retry, f"Too many requests from this service principal "
-                                        f"({per_minute} per minute)"), 429,
-                   headers={"Retry-After": str(retry)}, limit_scope="service")
+                   retry_message(retry, f"Too many requests ({bucket.per_minute} per 1 minute)"),
+                   429)
 
 
-def _peek_service_principal_limit() -> None:
-    """Before the subject user's bucket counts: refuse a principal already over its limit,
-    without counting the request anywhere."""
-    found = _service_principal_bucket()
-    if found is None:
-        return
-    limiter, item, bucket = found
-    try:
-        allowed = limiter.limiter.test(item, "service-principal", bucket)
-    except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
-        return
-    if not allowed:
-        _refuse_service(limiter, item, bucket)
+def add_limit_headers(response: Response) -> Response:
+    """``after_request``: the caller's window in ``X-RateLimit-*`` and ``Retry-After``.
 
-
-def _check_service_principal_limit() -> None:
-    """``SERVICE_RATE_LIMIT_PER_MINUTE``: one bucket per service principal, over all its users.
-
-    Counted for delegated requests the subject user's limit let through (``/v1/internal/*``
-    stays unlimited, as the wire protocol has it).  A refusal is ``429 rate_limit_exceeded``
-    with ``limit_scope: "service"`` so an integrator can tell its own cap from a user's.
+    ``Retry-After`` is on every limited response, as the wire has always had it; when the
+    response already carries one (an endpoint limit's refusal) the later of the two wins.
     """
-    found = _service_principal_bucket()
-    if found is None:
-        return
-    limiter, item, bucket = found
-    try:
-        allowed = limiter.limiter.hit(item, "service-principal", bucket)
-        if not allowed:
-            _refuse_service(limiter, item, bucket)
-    except AppError:
-        raise
-    except Exception:  # noqa: BLE001 - storage down: fail open like the global limiter
-        current_app.logger.warning("rate limit storage unavailable; service limit not enforced")
+    window = g.get("rate_limit_window")
+    if window is None:
+        return response
+    headers = response.headers
+    headers["X-RateLimit-Limit"] = str(window.per_minute)
+    headers["X-RateLimit-Remaining"] = str(window.remaining)
+    headers["X-RateLimit-Reset"] = str(window.reset_at)
+    reset_at = window.reset_at
+    existing = headers.get("Retry-After")
+    if existing is not None and existing.isdigit():
+        reset_at = max(int(time.time() + int(existing)), reset_at)
+    headers["Retry-After"] = str(int(reset_at - time.time()))
+    return response
+
+
+def build_limiter(app: Flask) -> RequestLimiter:
+    """Create the app's limiter and install its hooks (its before_request runs in the order of
+    the hooks registered where this is called)."""
+    limiter = RequestLimiter(app)
+    app.extensions["cueline_limiter"] = limiter
+    app.before_request(limit_request)
+    app.after_request(add_limit_headers)
+    return limiter
 
 
 def limit(limit_value: str, key: Callable[[], str], scope: str):
@@ -240,10 +361,10 @@ def limit(limit_value: str, key: Callable[[], str], scope: str):
     def decorator(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
-            limiter: Limiter = current_app.extensions["cueline_limiter"]
+            limiter: RequestLimiter = current_app.extensions["cueline_limiter"]
             if not limiter.enabled:
                 return view(*args, **kwargs)
-            strategy = limiter.limiter
+            strategy = limiter.strategy
             bucket = key()
             try:
                 allowed = strategy.hit(item, scope, bucket)
@@ -269,11 +390,7 @@ def limit(limit_value: str, key: Callable[[], str], scope: str):
 
 def current_usage() -> int:
     """Requests counted in the caller's current window (0 when not limited or unknown)."""
-    limiter: Limiter = current_app.extensions["cueline_limiter"]
-    try:
-        current = limiter.current_limit
-    except Exception:  # noqa: BLE001 - storage down
+    window = g.get("rate_limit_window")
+    if window is None:
         return 0
-    if current is None:
-        return 0
-    return max(current.limit.amount - current.remaining, 0)
+    return max(window.per_minute - window.remaining, 0)

@@ -1,9 +1,10 @@
 """The floors of the chosen stack, served exactly like Cueline.
 
 ``/floor`` does only what any authenticated endpoint on this stack must: look the caller's key
-up through Flask-SQLAlchemy's ORM and count the request against the caller's own Flask-Limiter
-bucket (Cueline's in-memory storage, sliding-window counter, limit headers), as Cueline does —
-no business logic, no schema, no error envelope.  Its ratio to the bare ceiling bounds what any
+up through Flask-SQLAlchemy's ORM and count the request against the caller's own bucket with
+Cueline's limiter (one call to ``RATELIMIT_STORAGE_URI``, ``memory://`` unless set: one
+``EVALSHA`` on Redis; limit headers), as Cueline does — no business logic, no schema, no error
+envelope.  Its ratio to the bare ceiling bounds what any
 endpoint built on these libraries can reach on the same machine.
 
 ``POST /floor-message`` is that floor for a message send: the caller's key lookup also reads the
@@ -25,12 +26,11 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from flask import Flask, g, request
-from flask_limiter import Limiter
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, Uuid, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-import app.ratelimit as _cueline_ratelimit  # noqa: F401 - registers cueline-memory://
+from app.ratelimit import Bucket, RequestLimiter
 
 
 class Base(DeclarativeBase):
@@ -89,19 +89,33 @@ def _user_and_agents():
             .where(User.api_key_hash == bindparam("key_hash")))
 
 
-def _bucket() -> str:
+app.config.update(RATELIMIT_ENABLED=True,
+                  RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"))
+limiter = RequestLimiter(app)
+
+
+@app.before_request
+def _limit():
+    if request.path in ("/health",) or request.path.startswith("/floor-upsert/"):
+        return None
     user = _user()
-    return f"user:{user.id}" if user is not None else f"addr:{request.remote_addr}"
+    bucket = (Bucket(f"user:{user.id}", user.rate_limit_per_minute, "user") if user is not None
+              else Bucket(f"addr:{request.remote_addr}", 60, "address"))
+    refused, windows = limiter.acquire([bucket])
+    g.window = windows[0]
+    if refused is not None:
+        return {"error": {"code": "rate_limit_exceeded"}}, 429
+    return None
 
 
-def _limit() -> str:
-    user = _user()
-    return f"{user.rate_limit_per_minute if user is not None else 60} per minute"
-
-
-limiter = Limiter(key_func=_bucket, app=app, application_limits=[_limit],
-                  storage_uri="cueline-memory://", strategy="sliding-window-counter",
-                  headers_enabled=True, retry_after="delta-seconds")
+@app.after_request
+def _headers(response):
+    window = g.get("window")
+    if window is not None:
+        response.headers["X-RateLimit-Limit"] = str(window.per_minute)
+        response.headers["X-RateLimit-Remaining"] = str(window.remaining)
+        response.headers["X-RateLimit-Reset"] = str(window.reset_at)
+    return response
 
 
 @app.get("/floor")
@@ -113,13 +127,11 @@ def floor():
 
 
 @app.get("/health")
-@limiter.exempt
 def health():
     return {"status": "healthy"}
 
 
 @app.put("/floor-upsert/<user_id>")
-@limiter.exempt
 def floor_upsert(user_id):
     from app.users.services import OPTIONAL_UPSERT_FIELDS, _upsert_statement
 

@@ -4,9 +4,18 @@ One command (``make bench`` or ``python bench/http_bench.py``) starts a throwawa
 cluster on loopback, migrates it, starts Cueline and a bare Flask app under the same gunicorn
 configuration, seeds data through the public API, drives a fixed load at each endpoint with
 ``wrk`` (from Debian) and prints one table: requests/s, p50, p99, errors, each endpoint's
-ratio to the bare-Flask ceiling measured in the same run, and the CPU time per request spent
-in the app's processes, in PostgreSQL's and on the whole machine.  Results (with the machine
-description) are written to ``bench/results/``.
+ratio to the bare-Flask ceiling measured in the same run with the same workers, and the CPU
+time per request spent in the app's processes, in PostgreSQL's, in Redis and on the whole
+machine.  Results (with the machine description) are written to ``bench/results/``.
+
+``--profile production`` (the default) is the production configuration: PostgreSQL, the
+Redis rate limiter (``RATELIMIT_STORAGE_URI=redis://…`` on a throwaway ``redis-server``),
+gunicorn with one sync worker per core and the JSON request log on (``LOG_LEVEL=INFO``).
+``--profile one-worker`` is the same with one worker, so a per-process cost shows without
+scheduler noise.  ``--profile memory`` is the earlier configuration (``memory://`` counters,
+request log off).  ``--baseline DIR`` also serves Cueline from another checkout (say, the
+commit before a change) beside this one, alternating endpoint by endpoint: before and after
+in the same run.
 
 All traffic goes to 127.0.0.1.
 """
@@ -34,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.pg import PostgresCluster  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 SERVICE_TOKEN = "bench-service-token-" + uuid.uuid4().hex
 RESULTS = ROOT / "bench" / "results"
@@ -95,6 +105,23 @@ def tree_cpu_seconds(root: int | None) -> float:
     return total
 
 
+def tree_rss_mib(root: int) -> list[float]:
+    """Resident memory (MiB) of process ``root``'s children (gunicorn's workers)."""
+    sizes = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        parent = re.search(r"^PPid:\s+(\d+)", status, flags=re.M)
+        rss = re.search(r"^VmRSS:\s+(\d+) kB", status, flags=re.M)
+        if parent and rss and int(parent.group(1)) == root:
+            sizes.append(int(rss.group(1)) / 1024)
+    return sorted(sizes)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
     values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -104,7 +131,8 @@ def machine_busy_seconds() -> float:
 class Gunicorn:
     """A gunicorn process serving ``target`` on a loopback port."""
 
-    def __init__(self, target: str, env: dict, workers: int, worker_class: str, threads: int):
+    def __init__(self, target: str, env: dict, workers: int, worker_class: str, threads: int,
+                 cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [str(Path(sys.executable).parent / "gunicorn"), "--bind",
@@ -114,7 +142,9 @@ class Gunicorn:
             args += ["--threads", str(threads)]
         self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log",
                                                delete=False)
-        self.process = subprocess.Popen(args + [target], cwd=ROOT, env=env, stdout=self.log,
+        if cwd != ROOT:  # another checkout: its own code first on the path
+            env = {**env, "PYTHONPATH": str(cwd)}
+        self.process = subprocess.Popen(args + [target], cwd=cwd, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -165,7 +195,8 @@ def lua_script(method: str, headers: dict, body: str | None = None,
 
 
 def run_wrk(url: str, script: str, connections: int, duration: int, threads: int,
-            app_pid: int | None = None, db_pid: int | None = None) -> dict:
+            app_pid: int | None = None, db_pid: int | None = None,
+            redis_pid: int | None = None) -> dict:
     """Run wrk once and parse requests/s, p50, p99 and errors.
 
     With ``app_pid`` / ``db_pid`` (the gunicorn master, the postmaster) it also reports the CPU
@@ -175,14 +206,16 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
         path = handle.name
-    before = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), machine_busy_seconds())
+    before = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), tree_cpu_seconds(redis_pid),
+              machine_busy_seconds())
     try:
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d",
                               f"{duration}s", "--latency", "-s", path, url],
                              capture_output=True, text=True, timeout=duration + 60).stdout
     finally:
         os.unlink(path)
-    after = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), machine_busy_seconds())
+    after = (tree_cpu_seconds(app_pid), tree_cpu_seconds(db_pid), tree_cpu_seconds(redis_pid),
+             machine_busy_seconds())
 
     def latency(label: str) -> float | None:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, flags=re.M)
@@ -204,13 +237,14 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
         sockets = dict(zip(("connect", "read", "write", "timeout"),
                            (int(x) for x in socket_errors.groups()), strict=True))
     requests = int(total.group(1)) if total else 0
-    app_us, db_us, busy_us = ((end - start) / requests * 1e6 if requests else None
-                              for start, end in zip(before, after, strict=True))
+    app_us, db_us, redis_us, busy_us = ((end - start) / requests * 1e6 if requests else None
+                                        for start, end in zip(before, after, strict=True))
     return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency("50"),
             "p99_ms": latency("99"), "errors": http_errors + sum(sockets.values()),
             "non_2xx": http_errors, "socket_errors": sockets, "requests": requests,
             "cpu_us_per_request": {"app": app_us if app_pid else None,
                                    "postgres": db_us if db_pid else None,
+                                   "redis": redis_us if redis_pid else None,
                                    "machine": busy_us},
             "raw": out}
 
@@ -285,36 +319,54 @@ def endpoints(data: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+#: name → (workers or None for one per core, Redis limiter, request log)
+PROFILES = {"production": (None, True, True), "one-worker": (1, True, True),
+            "memory": (None, False, False)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        default=os.environ.get("BENCH_PROFILE", "production"))
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per endpoint")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per endpoint")
     parser.add_argument("--wrk-threads", type=int, default=2)
     # One sync worker per core: the configuration docs/operations.md recommends (measured).
-    parser.add_argument("--workers", type=int,
-                        default=int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 0)),
+                        help="gunicorn workers (default: the profile's)")
     parser.add_argument("--worker-class", default=os.environ.get("BENCH_WORKER_CLASS", "sync"))
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument("--only", default="", help="substring filter on endpoint labels")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout of Cueline to serve and measure beside this one")
     args = parser.parse_args(argv)
+    profile_workers, with_redis, request_log = PROFILES[args.profile]
+    args.workers = args.workers or profile_workers or os.cpu_count() or 2
 
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk (make bench does this)", file=sys.stderr)
         return 2
     cluster = PostgresCluster().start()
+    redis_server = RedisServer().start() if with_redis else None
     servers: list[Gunicorn] = []
     try:
         db_url = cluster.create_database("cueline_bench")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "DATABASE_"))}
-        env.update({"DATABASE_URL": db_url, "ENV": "production", "LOG_LEVEL": "WARNING",
+        env.update({"DATABASE_URL": db_url, "ENV": "production",
+                    "LOG_LEVEL": "INFO" if request_log else "WARNING",
                     "EXTERNAL_AUTH_BACKEND": "true", "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN,
-                    "DISABLE_QUOTA_ENFORCEMENT": "true", "FLASK_APP": "wsgi"})
+                    "DISABLE_QUOTA_ENFORCEMENT": "true", "FLASK_APP": "wsgi",
+                    "RATELIMIT_STORAGE_URI": redis_server.url if redis_server else "memory://"})
         subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=ROOT,
                        env=env, check=True, capture_output=True)
         gunicorn_config = (args.workers, args.worker_class, args.threads)
         cueline = Gunicorn("wsgi:app", env, *gunicorn_config)
         servers.append(cueline)
+        baseline = None
+        if args.baseline is not None:
+            baseline = Gunicorn("wsgi:app", env, *gunicorn_config, cwd=args.baseline.resolve())
+            servers.append(baseline)
         bare = Gunicorn("bench.bare_app:app", env, *gunicorn_config)
         servers.append(bare)
         floor = Gunicorn("bench.floor_app:app", env, *gunicorn_config)
@@ -325,21 +377,24 @@ def main(argv: list[str] | None = None) -> int:
         targets = [("bare Flask JSON (ceiling)", bare.url, "/bare", lua_script("GET", {})),
                    ("bare Flask + 1 PostgreSQL query", bare.url, "/bare-db",
                     lua_script("GET", {})),
-                   ("stack floor: ORM key lookup + Flask-Limiter", floor.url, "/floor",
+                   ("stack floor: ORM key lookup + the rate limiter", floor.url, "/floor",
                     lua_script("GET", {"Authorization": f"Bearer {data['key']}"})),
                    ("stack floor: the user upsert statement alone", floor.url,
                     f"/floor-upsert/{data['floor_upsert_user_id']}",
                     lua_script("PUT", {"Content-Type": "application/json"},
                                json.dumps(FLOOR_UPSERT_BODY))),
-                   ("stack floor: key lookup with the agents + Flask-Limiter + the message write",
-                    floor.url, "/floor-message",
+                   ("stack floor: key lookup with the agents + the rate limiter + the message "
+                    "write", floor.url, "/floor-message",
                     lua_script("POST", {"Authorization": f"Bearer {data['key']}",
                                         "Content-Type": "application/json",
                                         "X-Cueapi-From-Agent": data["sender"]},
                                json.dumps({"to": data["receiver"], "body": "floor message"})))]
-        targets += [(label, cueline.url, path, script)
-                    for label, path, script in endpoints(data)]
+        for label, path, script in endpoints(data):
+            targets.append((label, cueline.url, path, script))
+            if baseline is not None:
+                targets.append((f"{label} [baseline]", baseline.url, path, script))
         results = []
+        redis_pid = redis_server.process.pid if redis_server else None
         for label, base, path, script in targets:
             if (args.only and args.only not in label
                     and not label.startswith(("bare", "stack floor"))):
@@ -347,26 +402,32 @@ def main(argv: list[str] | None = None) -> int:
             run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
             measured = run_wrk(base + path, script, args.connections, args.duration,
                                args.wrk_threads, app_pid=pids[base],
-                               db_pid=cluster.postmaster_pid())
+                               db_pid=cluster.postmaster_pid(), redis_pid=redis_pid)
             measured.pop("raw")
             results.append({"endpoint": label, **measured})
             print(f"  measured {label}: {measured['rps']:.0f} req/s", file=sys.stderr)
+        worker_rss = tree_rss_mib(cueline.process.pid)  # after every endpoint has run
     finally:
         for server in servers:
             server.stop()
+        if redis_server is not None:
+            redis_server.stop()
         cluster.cleanup()
 
     ceiling = results[0]["rps"] or 1.0
     for row in results:
         row["ratio"] = row["rps"] / ceiling
-    header = (f"Load: wrk, {args.connections} connections, {args.wrk_threads} threads, "
-              f"{args.warmup} s warm-up + {args.duration} s measured per endpoint; gunicorn "
-              f"{args.workers} × {args.worker_class}"
+    header = (f"Profile {args.profile}: wrk, {args.connections} connections, "
+              f"{args.wrk_threads} threads, {args.warmup} s warm-up + {args.duration} s measured "
+              f"per endpoint; gunicorn {args.workers} × {args.worker_class}"
               f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}; "
-              "PostgreSQL 15 on loopback.")
-    table = ["| Endpoint | req/s | p50 ms | p99 ms | errors | vs ceiling "
-             "| CPU µs/req: app | PostgreSQL | machine |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "PostgreSQL 15 on loopback; rate limiter on "
+              f"{'Redis (redis-server on loopback)' if with_redis else 'memory://'}; request log "
+              f"{'on (JSON, LOG_LEVEL=INFO)' if request_log else 'off'}"
+              f"{f'; [baseline] rows: {args.baseline}' if args.baseline else ''}.")
+    table = ["| Endpoint | req/s | p50 ms | p99 ms | errors | vs bare Flask "
+             "| CPU µs/req: app | PostgreSQL | Redis | machine |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def micros(value: float | None) -> str:
         return "–" if value is None else f"{value:.0f}"
@@ -376,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         table.append(f"| {row['endpoint']} | {row['rps']:.0f} | {row['p50_ms'] or 0:.1f} | "
                      f"{row['p99_ms'] or 0:.1f} | {row['errors']} | {row['ratio']:.0%} | "
                      f"{micros(cpu['app'])} | {micros(cpu['postgres'])} | "
-                     f"{micros(cpu['machine'])} |")
-    notes = ("CPU µs/req: CPU time per request of the serving gunicorn (master and workers), "
-             "of PostgreSQL (all its processes), and of the whole machine (the rest is wrk and "
-             "the kernel); the machine column is what bounds requests/s on a saturated host.")
+                     f"{micros(cpu['redis'])} | {micros(cpu['machine'])} |")
+    notes = ("vs bare Flask: requests/s as a share of the bare Flask JSON route's, served in the "
+             "same run by the same gunicorn configuration. CPU µs/req: CPU time per request of "
+             "the serving gunicorn (master and workers), of PostgreSQL (all its processes), of "
+             "redis-server, and of the whole machine (the rest is wrk and the kernel); the "
+             "machine column is what bounds requests/s on a saturated host.")
+    notes += (" Memory: each Cueline gunicorn worker's resident set after the run, "
+              + ", ".join(f"{mib:.0f} MiB" for mib in worker_rss) + ".")
     print(header)
     print("\n".join(table))
     print(notes)
@@ -387,8 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     info = machine()
+    settings = {**vars(args), "baseline": str(args.baseline) if args.baseline else None}
     (RESULTS / f"http-{stamp}.json").write_text(json.dumps(
-        {"when": stamp, "machine": info, "settings": vars(args), "results": results}, indent=2))
+        {"when": stamp, "machine": info, "settings": settings, "results": results,
+         "worker_rss_mib": worker_rss}, indent=2))
     (RESULTS / f"http-{stamp}.md").write_text(
         f"# HTTP benchmark {stamp}\n\nMachine: {info}\n\n{header}\n\n" + "\n".join(table)
         + f"\n\n{notes}\n")

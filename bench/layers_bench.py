@@ -3,7 +3,8 @@
 Each route below answers one request with one more layer than the one before: a bare Flask
 JSON route; the same with one indexed lookup over a raw psycopg connection; through a
 SQLAlchemy Core connection; through the Flask-SQLAlchemy session (Core statement, then ORM
-entity); in a transaction instead of autocommit; and a bare route counted by Flask-Limiter.
+entity); in a transaction instead of autocommit; and a bare route counted by Cueline's rate
+limiter.
 The WSGI app is called directly with a prebuilt environ, so the numbers are the CPU time of
 Flask and the libraries alone (median of five rounds), without gunicorn, sockets or the load
 generator.  ``bench/http_bench.py`` measures the same stack served over HTTP.
@@ -34,14 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-from flask import Flask  # noqa: E402
-from flask_limiter import Limiter  # noqa: E402
+from flask import Flask, g  # noqa: E402
 from flask_sqlalchemy import SQLAlchemy  # noqa: E402
 from sqlalchemy import Integer, String, Uuid, bindparam, create_engine, select  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-import app.ratelimit  # noqa: E402,F401 - registers Cueline's cueline-memory:// storage
+from app.ratelimit import Bucket, RequestLimiter  # noqa: E402
 from bench.http_bench import RESULTS, machine  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
@@ -60,6 +60,19 @@ class User(Base):
     plan: Mapped[str] = mapped_column(String)
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer)
+
+
+def add_limit_headers_from(window):
+    """An ``after_request`` writing the ``X-RateLimit-*`` headers of ``window()``."""
+
+    def add(response):
+        current = window()
+        response.headers["X-RateLimit-Limit"] = str(current.per_minute)
+        response.headers["X-RateLimit-Remaining"] = str(current.remaining)
+        response.headers["X-RateLimit-Reset"] = str(current.reset_at)
+        return response
+
+    return add
 
 
 def build_apps(url: str) -> list[tuple[str, Flask, str]]:
@@ -114,10 +127,15 @@ def build_apps(url: str) -> list[tuple[str, Flask, str]]:
     def bare_limited():
         return {"id": "x", "slug": "bare"}
 
-    Limiter(key_func=lambda: "user:x", app=limited,
-            application_limits=[lambda: "1000000000 per minute"],
-            storage_uri="cueline-memory://", strategy="sliding-window-counter",
-            headers_enabled=True)
+    limited.config.update(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI="memory://")
+    limiter = RequestLimiter(limited)
+    bucket = [Bucket("user:x", 1_000_000_000, "user")]
+
+    @limited.before_request
+    def _count():
+        g.window = limiter.acquire(bucket)[1][0]
+
+    limited.after_request(add_limit_headers_from(lambda: g.window))
     return [
         ("bare Flask JSON route", app, "/bare"),
         ("+ one raw psycopg query (autocommit)", app, "/raw"),
@@ -125,7 +143,7 @@ def build_apps(url: str) -> list[tuple[str, Flask, str]]:
         ("+ the query through the Flask-SQLAlchemy session", app, "/session-core"),
         ("+ the row as an ORM entity", app, "/session-entity"),
         ("+ in a transaction (BEGIN … ROLLBACK)", app, "/session-entity-transaction"),
-        ("bare Flask JSON route + Flask-Limiter", limited, "/bare"),
+        ("bare Flask JSON route + Cueline's rate limiter (memory://)", limited, "/bare"),
     ]
 
 

@@ -24,6 +24,7 @@ os.environ["CUELINE_VERIFY_DUMPS"] = "1"
 from app import create_app  # noqa: E402
 from tests.helpers import SERVICE_TOKEN, SESSION_SECRET, LiveServer  # noqa: E402
 from tests.pg import PostgresCluster, PostgresUnavailable  # noqa: E402
+from tests.redis_server import RedisServer, RedisUnavailable, require_redis  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -184,6 +185,19 @@ def delegation_app(make_app):
 @pytest.fixture
 def delegation_client(delegation_app):
     return delegation_app.test_client()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server for one test (skips without one unless
+    ``CUELINE_TEST_REQUIRE_REDIS=1``)."""
+    try:
+        with RedisServer() as server:
+            yield server.url
+    except RedisUnavailable as exc:
+        if require_redis():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

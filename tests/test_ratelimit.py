@@ -13,7 +13,6 @@ import pytest
 
 from tests.helpers import (SERVICE_TOKEN, clear_of_window_boundary, error_of, key_headers,
                            register, service_headers)
-from tests.redis_server import RedisServer, RedisUnavailable, require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.rate_window
@@ -160,17 +159,6 @@ def _alternate(urls, headers, n):
     return statuses
 
 
-@pytest.fixture
-def redis_url():
-    try:
-        with RedisServer() as server:
-            yield server.url
-    except RedisUnavailable as exc:
-        if require_redis():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
 def test_limit_holds_across_processes_with_redis(make_app, db_url, redis_url):
     client = make_app(EXTERNAL_AUTH_BACKEND=True, INTERNAL_AUTH_TOKEN=SERVICE_TOKEN).test_client()
     user_id = _user_with_limit(client, 5)
@@ -213,7 +201,7 @@ def test_memory_counters_start_no_timer_threads_and_are_still_purged(make_app, m
     from app.ratelimit import SweepingMemoryStorage
 
     app = make_app(RATELIMIT_ENABLED=True)
-    storage = app.extensions["cueline_limiter"]._storage
+    storage = app.extensions["cueline_limiter"].storage
     assert isinstance(storage, SweepingMemoryStorage)
 
     started = []

@@ -133,7 +133,7 @@ def test_health_services_keys(app, client, backend):
 
 def test_health_reports_redis(make_app):
     from tests.redis_server import RedisServer, RedisUnavailable
-    from tests.test_ratelimit import require_redis
+    from tests.redis_server import require_redis
 
     try:
         with RedisServer() as server:

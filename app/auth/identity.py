@@ -94,21 +94,31 @@ class CallerExtras:
 
     ``columns()`` builds (once) what the statement adds to the user row: scalar subqueries
     correlated to ``users.id``, or entities that ``outer_joins()`` joins in as ``(target,
-    onclause)`` pairs; ``params()`` gives their bind parameters for the current request.  The
-    API-key and delegated lookups add them to their statement, saving the view a round trip;
-    other credential paths leave them out, so a view must still be able to compute them itself
-    (see :func:`caller_extras`).  Entities read this way are in the request's session, so
-    ``session.get`` finds them without a query.
+    onclause)`` pairs; ``params()`` gives their bind parameters for the current request, or None
+    when this request should not read them (say, its query arguments are invalid: the view then
+    answers its own way).  The API-key and delegated lookups add them to their statement, saving
+    the view a round trip; other credential paths leave them out, so a view must still be able
+    to compute them itself (see :func:`caller_extras`).  Entities read this way are in the
+    request's session, so ``session.get`` finds them without a query.
+
+    With ``order_by`` the extras are *rows* — a page of what ``outer_joins()`` joins, in that
+    order, cut by the ``page_limit`` and ``page_offset`` parameters — and :func:`caller_extras`
+    returns the statement's rows themselves (the caller's user entity first in each).  A page
+    past the end has no rows to carry the user, so its lookup is made again without extras.
     """
 
     name: str
     columns: Callable[[], tuple]
-    params: Callable[[], dict[str, Any]]
+    params: Callable[[], dict[str, Any] | None]
     outer_joins: Callable[[], tuple] = tuple
+    order_by: Callable[[], tuple] | None = None
 
 
-def fetch_with_caller(extras: CallerExtras):
-    """View decorator: read ``extras`` together with the caller's user row when possible."""
+def fetch_with_caller(extras: CallerExtras | Callable[[], CallerExtras | None]):
+    """View decorator: read ``extras`` together with the caller's user row when possible.
+
+    ``extras`` may also be a function choosing them per request (or None for none).
+    """
 
     def decorator(view):
         view._caller_extras = extras
@@ -118,7 +128,8 @@ def fetch_with_caller(extras: CallerExtras):
 
 
 def caller_extras(name: str, user_id) -> tuple | None:
-    """The values of the extras called ``name`` read with user ``user_id``, else None."""
+    """The values of the extras called ``name`` read with user ``user_id``, else None (for
+    row extras, the rows)."""
     fetched = g.get("caller_extras")
     if fetched is None or fetched[0] != name or fetched[1] != user_id:
         return None

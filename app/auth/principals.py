@@ -174,42 +174,79 @@ def list_principals() -> list[tuple[ServicePrincipalRecord, list[ServiceKey]]]:
     return [(p, keys.get(p.id, [])) for p in principals]
 
 
-@functools.cache
-def _lookup_statement(with_subject: bool):
-    """The key lookup, built once (building a statement costs more than running it)."""
+@functools.lru_cache(maxsize=16)
+def _lookup_statement(with_subject: bool, extras=None):
+    """The key lookup, built once (building a statement costs more than running it).
+
+    With the subject, also the extras its view reads with its caller (a
+    :class:`~app.auth.identity.CallerExtras`, correlated to the subject's row).
+    """
     from app.users.models import User
 
-    columns = [ServiceKey.id, ServicePrincipalRecord.id, ServicePrincipalRecord.name,
-               ServicePrincipalRecord.owner, ServicePrincipalRecord.scopes]
+    # Labelled: a view's extras may add columns of the same names (a cue page's ``id``).
+    columns = [ServiceKey.id.label("service_key_id"),
+               ServicePrincipalRecord.id.label("service_principal_id"),
+               ServicePrincipalRecord.name.label("service_principal_name"),
+               ServicePrincipalRecord.owner.label("service_principal_owner"),
+               ServicePrincipalRecord.scopes.label("service_principal_scopes")]
     query = select(*columns, User) if with_subject else select(*columns)
     query = (query.select_from(ServiceKey)
              .join(ServicePrincipalRecord, ServicePrincipalRecord.id == ServiceKey.principal_id))
     if with_subject:
         query = query.outerjoin(User, User.id == bindparam("subject_id", type_=Uuid()))
+        if extras is not None:
+            query = query.add_columns(*extras.columns())
+            for target, onclause in extras.outer_joins():
+                query = query.outerjoin(target, onclause)
+            if extras.order_by is not None:
+                query = (query.order_by(*extras.order_by())
+                         .limit(bindparam("page_limit")).offset(bindparam("page_offset")))
     return query.where(ServiceKey.key_hash == bindparam("key_hash"),
                        ServiceKey.retired_at.is_(None),
                        ServicePrincipalRecord.revoked_at.is_(None))
 
 
-def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None):
-    """``(principal, subject)`` for a presented ``svc_`` key; ``(None, None)`` when the key is
-    unknown, retired, or its principal revoked.
+def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None,
+                            extras=None, extra_params: dict | None = None):
+    """``(principal, subject, fetched)`` for a presented ``svc_`` key; ``(None, None, None)``
+    when the key is unknown, retired, or its principal revoked.
 
     One indexed lookup by the key's hash; not cached, so revocation and retirement apply to the
     very next request.  With ``subject_id`` the user it names is fetched in the same statement
-    (``subject`` is that ``User`` or None), saving a round trip on every delegated request.
+    (``subject`` is that ``User`` or None), saving a round trip on every delegated request, and
+    so are the view's ``extras`` (``fetched``: their values, or their rows for row extras; None
+    when not read).
     """
     with_subject = subject_id is not None
     params = {"key_hash": hash_secret(token)}
     if with_subject:
         params["subject_id"] = subject_id
+    else:
+        extras = None
+    if extras is not None:
+        result = db.session.execute(_lookup_statement(True, extras), {**params, **extra_params})
+        if extras.order_by is not None:
+            rows = result.all()
+        else:
+            first = result.first()
+            rows = [first] if first is not None else []
+        if rows:
+            key_id, principal_id, name, owner, scopes, subject = rows[0][:6]
+            fetched = None
+            if subject is not None:
+                fetched = rows if extras.order_by is not None else tuple(rows[0][6:])
+            principal = ServicePrincipal(name=name, key_id=str(key_id),
+                                         scopes=frozenset(scopes.split()), owner=owner,
+                                         principal_id=principal_id)
+            return principal, subject, fetched
+        # No row: an unknown key, or a page past the end (no row to carry the key): ask again.
     row = db.session.execute(_lookup_statement(with_subject), params).first()
     if row is None:
-        return None, None
+        return None, None, None
     key_id, principal_id, name, owner, scopes = row[:5]
     principal = ServicePrincipal(name=name, key_id=str(key_id), scopes=frozenset(scopes.split()),
                                  owner=owner, principal_id=principal_id)
-    return principal, (row[5] if with_subject else None)
+    return principal, (row[5] if with_subject else None), None
 
 
 def minting_principal_alive(ref: str) -> bool:

@@ -81,7 +81,11 @@ def _find_principal(token: str | None, subject_id: uuid.UUID | None = None):
     if token.startswith(SERVICE_KEY_PREFIX):
         from app.auth.principals import find_principal_by_token
 
-        principal, subject = find_principal_by_token(token, subject_id)
+        extras, extra_params = _view_extras() if subject_id is not None else (None, None)
+        principal, subject, fetched = find_principal_by_token(token, subject_id, extras,
+                                                              extra_params)
+        if fetched is not None:
+            g.caller_extras = (extras.name, subject.id, fetched)
         return principal, (subject if subject_id is not None else _NOT_FETCHED)
     return None, _NOT_FETCHED
 
@@ -169,7 +173,8 @@ def _on_behalf_of_user(principal: ServicePrincipal, prefetched=_NOT_FETCHED) -> 
 
 
 def _user_with(extras: CallerExtras | None):
-    """``SELECT users`` plus the view's extras (their columns and outer joins)."""
+    """``SELECT users`` plus the view's extras (their columns and outer joins; a page of rows
+    for row extras)."""
     from app.users.models import User
 
     statement = select(User).select_from(User)
@@ -177,6 +182,9 @@ def _user_with(extras: CallerExtras | None):
         statement = statement.add_columns(*extras.columns())
         for target, onclause in extras.outer_joins():
             statement = statement.outerjoin(target, onclause)
+        if extras.order_by is not None:
+            statement = (statement.order_by(*extras.order_by())
+                         .limit(bindparam("page_limit")).offset(bindparam("page_offset")))
     return statement
 
 
@@ -196,19 +204,38 @@ def _user_by_key_hash(extras: CallerExtras | None = None):
     return _user_with(extras).where(User.api_key_hash == bindparam("key_hash"))
 
 
-def _fetch_user(statement_for, params: dict):
-    """Run a user lookup, with the extras the request's view asked for (same round trip)."""
+def _view_extras() -> tuple[CallerExtras | None, dict | None]:
+    """The extras the request's view asks to read with its caller, and their parameters."""
     from app.api import view_handler
 
-    extras: CallerExtras | None = getattr(view_handler(), "_caller_extras", None)
-    if extras is not None:
-        params = {**params, **extras.params()}
-    row = db.session.execute(statement_for(extras), params).first()
-    if row is None:
-        return None
-    if extras is not None:
+    extras = getattr(view_handler(), "_caller_extras", None)
+    if extras is not None and not isinstance(extras, CallerExtras):
+        extras = extras()  # chosen per request
+    if extras is None:
+        return None, None
+    params = extras.params()
+    return (extras, params) if params is not None else (None, None)
+
+
+def _fetch_user(statement_for, params: dict):
+    """Run a user lookup, with the extras the request's view asked for (same round trip)."""
+    extras, extra_params = _view_extras()
+    if extras is None:
+        row = db.session.execute(statement_for(None), params).first()
+        return row[0] if row is not None else None
+    result = db.session.execute(statement_for(extras), {**params, **extra_params})
+    if extras.order_by is None:
+        row = result.first()
+        if row is None:
+            return None
         g.caller_extras = (extras.name, row[0].id, tuple(row[1:]))
-    return row[0]
+        return row[0]
+    rows = result.all()
+    if not rows:  # no such user, or a page past the end (no row to carry the user)
+        row = db.session.execute(statement_for(None), params).first()
+        return row[0] if row is not None else None
+    g.caller_extras = (extras.name, rows[0][0].id, rows)
+    return rows[0][0]
 
 
 def _api_key_user(token: str) -> Identity:

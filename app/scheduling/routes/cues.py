@@ -6,6 +6,7 @@ from flask.views import MethodView
 
 from app.api import Blueprint
 from app.auth import auth_required, current_identity
+from app.auth.identity import fetch_with_caller
 from app.scheduling.presenters import cue_dict, execution_dict
 from app.scheduling.schemas.cues import (
     CueCreateSchema,
@@ -35,6 +36,7 @@ class Cues(MethodView):
         cue, warning = services.create_cue(current_identity.user, body)
         return cue_dict(cue, warning=warning)
 
+    @fetch_with_caller(services.cue_page_with_caller)
     @read_only
     @auth_required
     @blp.arguments(CueListQuerySchema, location="query")

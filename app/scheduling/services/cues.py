@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g, request
 from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.agents_live.services.attachments import requested_delivery_mode
+from app.auth.identity import CallerExtras
 from app.db import utcnow, violated_columns
 from app.errors import BadRequest, Conflict
 from app.extensions import db
@@ -170,8 +171,16 @@ def list_cues(user: User, status: str | None, limit: int, offset: int
     One query: the total rides along each row as a window count; only a page past the end
     (no rows to carry it) needs a separate count.  The cues come back as read-only rows with
     the table's columns (typed like the model's attributes), not ORM objects: a page is only
-    presented, and building 20 tracked objects cost more than the query.
+    presented, and building 20 tracked objects cost more than the query.  When the caller's
+    key (or delegated) lookup already read this page (:data:`CUE_PAGE_WITH_CALLER`), no query
+    at all.
     """
+    from app.auth.identity import caller_extras
+
+    prefetched = caller_extras(CUE_PAGE_WITH_CALLER.name, user.id)
+    if prefetched is not None and g.get("cue_page_read") == (status, limit, offset):
+        rows = [row for row in prefetched if row.id is not None]  # no cues: one empty row
+        return rows, (rows[0]._total if rows else 0)
     params = {"user_id": user.id, "status": status, "limit": limit, "offset": offset}
     rows = db.session.execute(_cue_page(status is not None), params).all()
     if rows:
@@ -189,13 +198,69 @@ def _cue_filter(with_status: bool):
     return condition
 
 
+def _page_order() -> tuple:
+    return Cue.__table__.c.created_at.desc(), Cue.__table__.c.id.desc()
+
+
 @cache
 def _cue_page(with_status: bool):
     """A page of cues with the filtered total, built once (building costs more than running)."""
     return (select(Cue.__table__, func.count().over().label("_total"))
             .where(_cue_filter(with_status))
-            .order_by(Cue.__table__.c.created_at.desc(), Cue.__table__.c.id.desc())
+            .order_by(*_page_order())
             .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+# --- the page read with the caller's lookup ----------------------------------------------------
+# ``GET /v1/cues`` by key or delegation reads its page in the statement that looks the caller up
+# (the cues outer-joined to the user row, counted by a window, cut by LIMIT/OFFSET): one round
+# trip instead of two, about a sixth of a page's time on PostgreSQL.
+
+def _page_columns() -> tuple:
+    cues = Cue.__table__.c
+    return (*cues, func.count(cues.id).over().label("_total"))
+
+
+def _page_join(with_status: bool):
+    from app.users.models import User
+
+    cues = Cue.__table__.c
+    onclause = cues.user_id == User.__table__.c.id
+    if with_status:
+        onclause = onclause & (cues.status == bindparam("page_status"))
+    return lambda: ((Cue.__table__, onclause),)
+
+
+def _page_params(with_status: bool):
+    """The page's parameters from the query string, or None when it does not parse (the view's
+    validation answers then); the view uses the rows only if its validated query agrees."""
+
+    def params() -> dict | None:
+        try:
+            limit = int(request.args.get("limit", 50))
+            offset = int(request.args.get("offset", 0))
+        except ValueError:
+            return None
+        status = request.args.get("status") if with_status else None
+        if not (1 <= limit <= 100 and 0 <= offset <= 10_000_000):
+            return None
+        g.cue_page_read = (status, limit, offset)
+        return {"page_status": status, "page_limit": limit, "page_offset": offset}
+
+    return params
+
+
+CUE_PAGE_WITH_CALLER = CallerExtras("cue_page", _page_columns, _page_params(False),
+                                    _page_join(False), _page_order)
+_CUE_PAGE_BY_STATUS_WITH_CALLER = CallerExtras("cue_page", _page_columns, _page_params(True),
+                                               _page_join(True), _page_order)
+
+
+def cue_page_with_caller() -> CallerExtras:
+    """The page extras for this request (with or without the ``status`` filter)."""
+    if "status" in request.args:
+        return _CUE_PAGE_BY_STATUS_WITH_CALLER
+    return CUE_PAGE_WITH_CALLER
 
 
 @cache
