@@ -46,10 +46,11 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.errors import AppError
 
-#: Paths never rate limited (probes, docs, the service-only surface).
+#: Paths never counted in the API's buckets (probes, docs, the service-only surface, and the
+#: operator console, whose sign-in forms carry their own limits: app/console/routes.py).
 EXEMPT_PATHS = frozenset({"/health", "/status", "/v1/info", "/metrics", "/openapi.json", "/docs",
-                          "/auth/device", "/v1/auth/verify"})
-EXEMPT_PREFIXES = ("/v1/internal/", "/docs/")
+                          "/auth/device", "/v1/auth/verify", "/console"})
+EXEMPT_PREFIXES = ("/v1/internal/", "/docs/", "/console/")
 
 
 class SweepingMemoryStorage(MemoryStorage):

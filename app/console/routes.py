@@ -57,17 +57,9 @@ NOTICES = {
 
 @blp.record_once
 def _wire(state) -> None:
-    """On registration: HTML errors under /console, and the console out of the API's limiter
-    (its sign-in forms carry their own limits; signed-in operators are not throttled)."""
-    app = state.app
-    register_html_errors(app, "/console", render_error)
-    limiter = app.extensions.get("cueline_limiter")
-    if limiter is not None:
-        limiter.request_filter(_is_console_request)
-
-
-def _is_console_request() -> bool:
-    return request.path == "/console" or request.path.startswith("/console/")
+    """On registration: HTML errors under /console.  (The API's limiter never counts /console
+    paths: its sign-in forms carry their own limits; signed-in operators are not throttled.)"""
+    register_html_errors(state.app, "/console", render_error)
 
 
 def _secure() -> bool:
