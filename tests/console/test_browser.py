@@ -31,6 +31,7 @@ from tests.helpers import SERVICE_TOKEN, key_headers
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e '.[test]')")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -92,6 +93,20 @@ def artefacts(tmp_path_factory, request) -> Path:
     return path
 
 
+def _across_navigation(condition):
+    """``condition``, answering "not yet" while a form post replaces the page: chromedriver then
+    reports the element found a moment earlier as a node that "does not belong to the
+    document" (a plain WebDriverException, not a stale-element one)."""
+    def check(driver):
+        try:
+            return condition(driver)
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+    return check
+
+
 class Console:
     """The browser pointed at one live server, with the helpers the tests share."""
 
@@ -104,8 +119,10 @@ class Console:
     def wait_for(self, css: str, text: str | None = None, timeout: float = 10):
         wait = WebDriverWait(self.driver, timeout)
         if text is None:
-            return wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
-        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+            return wait.until(_across_navigation(
+                ec.visibility_of_element_located((By.CSS_SELECTOR, css))))
+        wait.until(_across_navigation(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)))
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
     def text(self) -> str:
