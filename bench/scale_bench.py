@@ -2,10 +2,11 @@
 
 Seeds, with plain SQL, one user with ``--cues`` cues (100,000) and one cue of another user with
 ``--executions`` executions (1,000,000), plus a small user (20 cues, one cue with 20
-executions) as the reference, then times ``GET /v1/cues?limit=20`` (first page and a deep
-page) and ``GET /v1/executions?cue_id=…&limit=20`` for each: wall time per request (median of
-``--requests``), the WSGI app called directly.  Prints each large figure's multiple of its
-small one, and PostgreSQL's plan of the large queries (``EXPLAIN ANALYZE``).
+executions) as the reference, then times ``GET /v1/cues?limit=20`` (by key, by delegation,
+and the last page) and ``GET /v1/executions?cue_id=…&limit=20`` (first and last page) for
+each: wall time per request (median of ``--requests``), the WSGI app called directly.  Prints
+each large figure's multiple of its small one, and PostgreSQL's plan (``EXPLAIN ANALYZE``) of
+every statement the large first-page requests ran, captured as the app sent them.
 
 Run ``python bench/scale_bench.py`` (a throwaway PostgreSQL cluster; a few minutes to seed).
 """
@@ -77,6 +78,35 @@ def wall_per_request(call, requests: int) -> float:
     return statistics.median(samples)
 
 
+def explain_statements(app, call) -> list[str]:
+    """``EXPLAIN ANALYZE`` of each statement one ``call()`` sends, with its parameters."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    sent = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    lines = []
+    with engine.connect() as connection:
+        for statement, parameters in sent:
+            lines.append(statement.replace("\n", " "))
+            lines += [row[0] for row in connection.exec_driver_sql(
+                f"EXPLAIN ANALYZE {statement}", parameters)]
+            lines.append("")
+        connection.rollback()
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cues", type=int, default=100_000)
@@ -110,50 +140,51 @@ def main(argv: list[str] | None = None) -> int:
             big_cue = seed_cues(connection, runner_user, 1, "cue_r")
             seed_executions(connection, small_cue, 20)
             seed_executions(connection, big_cue, args.executions)
-            connection.execute("ANALYZE")
+            connection.execute("VACUUM ANALYZE")  # what autovacuum does to a table at rest
         print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
-        def measure(label, key, path, query):
+        def headers_for(key):
+            if key.startswith("delegate:"):
+                return {"Authorization": f"Bearer {SERVICE_TOKEN}",
+                        "X-On-Behalf-Of": key.split(":", 1)[1]}
+            return {"Authorization": f"Bearer {key}"}
+
+        def measure(label, key, path, query, explain=False):
             call = caller(app, {"path": path, "query_string": query,
-                                "headers": {"Authorization": f"Bearer {key}"}})
+                                "headers": headers_for(key)})
             with quiet_stderr():
                 ms = wall_per_request(call, args.requests)
+                if explain:
+                    plans[label] = explain_statements(app, call)
             rows.append({"request": label, "ms": ms})
             print(f"  {label}: {ms:.2f} ms", file=sys.stderr)
             return ms
 
+        def last_page(n):
+            return f"limit=20&offset={n - 20}"
+
         pairs = [
-            ("GET /v1/cues?limit=20", "/v1/cues", "limit=20",
-             (small_key, 20), (big_key, args.cues)),
-            ("GET /v1/cues?limit=20&offset=…(last page)", "/v1/cues", None,
-             (small_key, 20), (big_key, args.cues)),
-            ("GET /v1/executions?cue_id=…&limit=20", "/v1/executions", "cue",
-             (small_key, 20), (runner_key, args.executions)),
+            ("GET /v1/cues?limit=20", "/v1/cues", lambda _n, _cue: "limit=20",
+             (small_key, 20, small_cue), (big_key, args.cues, None), True),
+            ("GET /v1/cues?limit=20 (delegated)", "/v1/cues", lambda _n, _cue: "limit=20",
+             (f"delegate:{small_user}", 20, small_cue), (f"delegate:{big_user}", args.cues,
+                                                          None), True),
+            ("GET /v1/cues?limit=20&offset=…(last page)", "/v1/cues",
+             lambda n, _cue: last_page(n),
+             (small_key, 20, small_cue), (big_key, args.cues, None), False),
+            ("GET /v1/executions?cue_id=…&limit=20", "/v1/executions",
+             lambda _n, cue: f"cue_id={cue}&limit=20",
+             (small_key, 20, small_cue), (runner_key, args.executions, big_cue), True),
+            ("GET /v1/executions?cue_id=…&limit=20&offset=…(last page)", "/v1/executions",
+             lambda n, cue: f"cue_id={cue}&{last_page(n)}",
+             (small_key, 20, small_cue), (runner_key, args.executions, big_cue), False),
         ]
         table = ["| Request | small (20) ms | large ms | large ÷ small |", "|---|---:|---:|---:|"]
-        for label, path, query, (key_s, _n_small), (key_l, n_l) in pairs:
-            if query is None:
-                q_small, q_large = "limit=20&offset=0", f"limit=20&offset={n_l - 20}"
-            elif query == "cue":
-                q_small = f"cue_id={small_cue}&limit=20"
-                q_large = f"cue_id={big_cue}&limit=20"
-            else:
-                q_small = q_large = query
-            small = measure(f"{label} small", key_s, path, q_small)
-            large = measure(f"{label} large ({n_l:,})", key_l, path, q_large)
+        for label, path, query, (key_s, n_s, cue_s), (key_l, n_l, cue_l), explain in pairs:
+            small = measure(f"{label} small", key_s, path, query(n_s, cue_s))
+            large = measure(f"{label} large ({n_l:,})", key_l, path, query(n_l, cue_l),
+                            explain=explain)
             table.append(f"| {label} | {small:.2f} | {large:.2f} | {large / small:.1f}× |")
-        with psycopg.connect(raw_url, autocommit=True) as connection:
-            plans["cue page"] = [r[0] for r in connection.execute(
-                "EXPLAIN ANALYZE SELECT *, count(*) OVER () FROM cues WHERE user_id = %s "
-                "ORDER BY created_at DESC, id DESC LIMIT 20", (big_user,))]
-            plans["execution page"] = [r[0] for r in connection.execute(
-                "EXPLAIN ANALYZE SELECT e.* FROM executions e JOIN cues c ON c.id = e.cue_id "
-                "WHERE c.user_id = %s AND e.cue_id = %s ORDER BY e.created_at DESC, e.id "
-                "LIMIT 20", (runner_user, big_cue))]
-            plans["execution total"] = [r[0] for r in connection.execute(
-                "EXPLAIN ANALYZE SELECT count(*), min(e.claimed_at) FROM executions e JOIN cues c"
-                " ON c.id = e.cue_id WHERE c.user_id = %s AND e.cue_id = %s",
-                (runner_user, big_cue))]
     finally:
         cluster.cleanup()
 

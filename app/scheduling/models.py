@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -72,11 +73,15 @@ class Cue(db.Model):
         CheckConstraint(_in("schedule_type", SCHEDULE_TYPES), name="schedule_type"),
         CheckConstraint(_in("callback_method", CALLBACK_METHODS), name="callback_method"),
         Index(None, "status", "next_run"),
+        # A user's cue page, newest first, read straight off the index; ``status`` rides along
+        # (PostgreSQL) so a ``status=`` total is counted from the index alone.
+        Index("ix_cues_user_created", "user_id", "created_at", "id",
+              postgresql_include=["status"]),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=new_cue_id)
     user_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
@@ -123,11 +128,17 @@ class Execution(db.Model):
         # The console's failure list, newest first; small (failures only), so cheap to maintain.
         Index("ix_executions_failures", "scheduled_for", "id",
               postgresql_where=text(FAILURE_PREDICATE), sqlite_where=text(FAILURE_PREDICATE)),
+        # A cue's executions newest first (ties on ``created_at`` sorted incrementally), and the
+        # oldest claim of a cue's executions (only worker cues' executions are ever claimed).
+        Index("ix_executions_cue_created", "cue_id", "created_at"),
+        Index("ix_executions_cue_claimed", "cue_id", "claimed_at",
+              postgresql_where=text("claimed_at IS NOT NULL"),
+              sqlite_where=text("claimed_at IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     cue_id: Mapped[str] = mapped_column(
-        String(16), ForeignKey("cues.id", ondelete="CASCADE"), index=True)
+        String(16), ForeignKey("cues.id", ondelete="CASCADE"))
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(20), default="pending")
     triggered_by: Mapped[str] = mapped_column(String(20), default="scheduler")
@@ -183,6 +194,27 @@ def effective_payload(cue_payload: dict[str, Any] | None, override: dict[str, An
     if strategy == "replace":
         return override
     return {**base, **override}
+
+
+class UserCueTotal(db.Model):
+    """How many cues a user has: kept by database triggers (see :mod:`app.scheduling.totals`),
+    never written by the application.  No row means none."""
+
+    __tablename__ = "user_cue_totals"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    cues: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CueExecutionTotal(db.Model):
+    """How many executions a cue has: kept by database triggers like :class:`UserCueTotal`."""
+
+    __tablename__ = "cue_execution_totals"
+
+    cue_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("cues.id", ondelete="CASCADE"), primary_key=True)
+    executions: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class FireIdempotencyKey(db.Model):

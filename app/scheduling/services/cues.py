@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from flask import current_app, g, request
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import Row, bindparam, func, null, select, true
 from sqlalchemy.exc import IntegrityError
 
 from app.agents_live.services.attachments import requested_delivery_mode
@@ -20,7 +20,14 @@ from app.extensions import db
 from app.outbound.ssrf import validate_url
 from app.quotas.cues import check_cue_limit
 from app.scheduling import schedule as sched
-from app.scheduling.models import Cue, Execution, Worker, effective_payload
+from app.scheduling import totals
+from app.scheduling.models import (
+    Cue,
+    Execution,
+    UserCueTotal,
+    Worker,
+    effective_payload,
+)
 from app.scheduling.services import fire_options
 from app.scheduling.services.lookup import get_cue
 from app.users.models import User
@@ -168,26 +175,29 @@ def list_cues(user: User, status: str | None, limit: int, offset: int
               ) -> tuple[list[Row], int]:
     """The user's cues, newest first, optionally of one ``status``; and the filtered total.
 
-    One query: the total rides along each row as a window count; only a page past the end
-    (no rows to carry it) needs a separate count.  The cues come back as read-only rows with
-    the table's columns (typed like the model's attributes), not ORM objects: a page is only
-    presented, and building 20 tracked objects cost more than the query.  When the caller's
-    key (or delegated) lookup already read this page (:data:`CUE_PAGE_WITH_CALLER`), no query
-    at all.
+    The page is read off ``ix_cues_user_created``, so it costs the same for 20 cues and for
+    100,000.  The unfiltered total is the trigger-kept counter (:mod:`app.scheduling.totals`),
+    read in the page's statement; a ``status`` total is counted from the index, in a second
+    statement.  The cues come back as read-only rows with the table's columns (typed like the
+    model's attributes), not ORM objects: a page is only presented, and building 20 tracked
+    objects cost more than the query.  When the caller's key (or delegated) lookup already read
+    this page (:data:`CUE_PAGE_WITH_CALLER`), the page costs no statement of its own.
     """
     from app.auth.identity import caller_extras
 
+    params = {"user_id": user.id, "status": status, "limit": limit, "offset": offset}
     prefetched = caller_extras(CUE_PAGE_WITH_CALLER.name, user.id)
     if prefetched is not None and g.get("cue_page_read") == (status, limit, offset):
         rows = [row for row in prefetched if row.id is not None]  # no cues: one empty row
-        return rows, (rows[0]._total if rows else 0)
-    params = {"user_id": user.id, "status": status, "limit": limit, "offset": offset}
-    rows = db.session.execute(_cue_page(status is not None), params).all()
-    if rows:
-        return rows, rows[0]._total
-    if offset == 0:
-        return [], 0
-    return [], db.session.scalar(_cue_count(status is not None), params) or 0
+        total = prefetched[0]._total
+    else:
+        rows = db.session.execute(_cue_page(status is not None), params).all()
+        total = rows[0]._total if rows else None
+        if not rows and offset == 0 and status is None:
+            return [], 0
+    if status is not None or (total is None and offset > 0):
+        total = db.session.scalar(_cue_count(status is not None), params)
+    return rows, int(total or 0)
 
 
 def _cue_filter(with_status: bool):
@@ -202,38 +212,96 @@ def _page_order() -> tuple:
     return Cue.__table__.c.created_at.desc(), Cue.__table__.c.id.desc()
 
 
+def _cue_total(user_id):
+    """The user's cue counter as a scalar subquery (NULL when the user has no cues)."""
+    totals = UserCueTotal.__table__.c
+    return select(totals.cues).where(totals.user_id == user_id).scalar_subquery()
+
+
 @cache
 def _cue_page(with_status: bool):
-    """A page of cues with the filtered total, built once (building costs more than running)."""
-    return (select(Cue.__table__, func.count().over().label("_total"))
+    """A page of cues, with the unfiltered total when there is no filter; built once (building
+    costs more than running)."""
+    total = null() if with_status else _cue_total(bindparam("user_id"))
+    return (select(Cue.__table__, total.label("_total"))
             .where(_cue_filter(with_status))
             .order_by(*_page_order())
             .limit(bindparam("limit")).offset(bindparam("offset")))
 
 
+@cache
+def _cue_count(with_status: bool):
+    if with_status:
+        return select(func.count()).select_from(Cue.__table__).where(_cue_filter(True))
+    return _cue_total(bindparam("user_id")).element
+
+
 # --- the page read with the caller's lookup ----------------------------------------------------
 # ``GET /v1/cues`` by key or delegation reads its page in the statement that looks the caller up
-# (the cues outer-joined to the user row, counted by a window, cut by LIMIT/OFFSET): one round
-# trip instead of two, about a sixth of a page's time on PostgreSQL.
+# (the user row outer-joined to a page of its cues and to its cue counter): one round trip
+# instead of two, about a sixth of a page's time on PostgreSQL.  PostgreSQL joins the page as a
+# LATERAL subquery, so it is read off the index in page order; a plain join would make it sort
+# all of the user's cues first.  SQLite has no LATERAL, and needs none: it sees that the user
+# lookup yields one row, and reads the joined cues in index order.
 
-def _page_columns() -> tuple:
+def _page_columns(with_status: bool):
+    def columns() -> tuple:
+        page = _page_source(with_status)
+        total = null() if with_status else UserCueTotal.__table__.c.cues
+        return (*page.c, total.label("_total"))
+    return columns
+
+
+@cache
+def _page_source(with_status: bool):
+    """The joined cues: on PostgreSQL a LATERAL page of them, elsewhere the table itself."""
+    from app.users.models import User
+
+    if db.engine.dialect.name != "postgresql":
+        return Cue.__table__
     cues = Cue.__table__.c
-    return (*cues, func.count(cues.id).over().label("_total"))
+    condition = cues.user_id == User.__table__.c.id
+    if with_status:
+        condition = condition & (cues.status == bindparam("page_status"))
+    return (select(Cue.__table__).where(condition).order_by(*_page_order())
+            .limit(bindparam("page_limit")).offset(bindparam("lateral_offset"))
+            .lateral("page"))
 
 
 def _page_join(with_status: bool):
     from app.users.models import User
 
-    cues = Cue.__table__.c
-    onclause = cues.user_id == User.__table__.c.id
-    if with_status:
-        onclause = onclause & (cues.status == bindparam("page_status"))
-    return lambda: ((Cue.__table__, onclause),)
+    def joins() -> tuple:
+        users = User.__table__.c
+        page = _page_source(with_status)
+        if page is Cue.__table__:
+            onclause = page.c.user_id == users.id
+            if with_status:
+                onclause = onclause & (page.c.status == bindparam("page_status"))
+        else:
+            onclause = true()
+        joined = ((page, onclause),)
+        if not with_status:
+            totals = UserCueTotal.__table__
+            joined += ((totals, totals.c.user_id == users.id),)
+        return joined
 
+    return joins
+
+
+def _page_order_of(with_status: bool):
+    def order() -> tuple:
+        page = _page_source(with_status)
+        return page.c.created_at.desc(), page.c.id.desc()
+    return order
 
 def _page_params(with_status: bool):
     """The page's parameters from the query string, or None when it does not parse (the view's
-    validation answers then); the view uses the rows only if its validated query agrees."""
+    validation answers then); the view uses the rows only if its validated query agrees.
+
+    The lookup cuts its rows by ``page_limit`` / ``page_offset``; where the LATERAL page is
+    already cut (PostgreSQL, at ``lateral_offset``), the outer offset is 0.
+    """
 
     def params() -> dict | None:
         try:
@@ -245,15 +313,18 @@ def _page_params(with_status: bool):
         if not (1 <= limit <= 100 and 0 <= offset <= 10_000_000):
             return None
         g.cue_page_read = (status, limit, offset)
-        return {"page_status": status, "page_limit": limit, "page_offset": offset}
+        lateral = _page_source(with_status) is not Cue.__table__
+        return {"page_status": status, "page_limit": limit,
+                "page_offset": 0 if lateral else offset, "lateral_offset": offset}
 
     return params
 
 
-CUE_PAGE_WITH_CALLER = CallerExtras("cue_page", _page_columns, _page_params(False),
-                                    _page_join(False), _page_order)
-_CUE_PAGE_BY_STATUS_WITH_CALLER = CallerExtras("cue_page", _page_columns, _page_params(True),
-                                               _page_join(True), _page_order)
+CUE_PAGE_WITH_CALLER = CallerExtras("cue_page", _page_columns(False), _page_params(False),
+                                    _page_join(False), _page_order_of(False))
+_CUE_PAGE_BY_STATUS_WITH_CALLER = CallerExtras("cue_page", _page_columns(True),
+                                               _page_params(True), _page_join(True),
+                                               _page_order_of(True))
 
 
 def cue_page_with_caller() -> CallerExtras:
@@ -263,21 +334,15 @@ def cue_page_with_caller() -> CallerExtras:
     return CUE_PAGE_WITH_CALLER
 
 
-@cache
-def _cue_count(with_status: bool):
-    return select(func.count()).select_from(Cue.__table__).where(_cue_filter(with_status))
-
-
 def cue_detail(user: User, cue_id: str, limit: int, offset: int
                ) -> tuple[Cue, list[Execution], int]:
     """The cue, one page of its executions (newest first) and their total."""
     cue = get_cue(user, cue_id)
-    base = select(Execution).where(Execution.cue_id == cue.id)
-    total = db.session.scalar(select(func.count()).select_from(base.subquery())) or 0
     executions = db.session.scalars(
-        base.order_by(Execution.created_at.desc(), Execution.scheduled_for.desc())
+        select(Execution).where(Execution.cue_id == cue.id)
+        .order_by(Execution.created_at.desc(), Execution.scheduled_for.desc())
         .limit(limit).offset(offset)).all()
-    return cue, list(executions), total
+    return cue, list(executions), totals.cue_executions(cue.id)
 
 
 def update_cue(user: User, cue_id: str, data: dict[str, Any], now: datetime | None = None

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 
 from app.alerts.services import raise_outcome_alerts
 from app.db import dialect_name, utcnow
 from app.errors import BadRequest, Conflict, Forbidden
 from app.extensions import db
-from app.scheduling.models import Cue, Execution
+from app.scheduling.models import Cue, CueExecutionTotal, Execution
 from app.scheduling.services.cues import new_execution
 from app.scheduling.services.lookup import get_execution
 from app.users.models import User
@@ -39,7 +40,11 @@ def list_executions(user: User, filters: dict[str, Any]
     """The user's executions (newest first), the filtered total and the oldest claim time.
 
     ``status`` and ``status__in`` are mutually exclusive (400 ``conflicting_filters``); an
-    empty ``status__in`` is 400 ``invalid_status_in``.
+    empty ``status__in`` is 400 ``invalid_status_in``.  The page is read off
+    ``ix_executions_cue_created`` when a cue is named.  Without filters other than the cue, the
+    total comes from the trigger-kept counters and the oldest claim from
+    ``ix_executions_cue_claimed`` (cost independent of how many executions there are); other
+    filters count the matching rows.
     """
     query = select(Execution).join(Cue, Cue.id == Execution.cue_id).where(Cue.user_id == user.id)
     if "status" in filters and "status__in" in filters:
@@ -62,13 +67,50 @@ def list_executions(user: User, filters: dict[str, Any]
         # ``scheduled`` is the hosted service's name for what Cueline records as ``scheduler``.
         trigger = filters["triggered_by"]
         query = query.where(Execution.triggered_by == TRIGGER_ALIASES.get(trigger, trigger))
-    sub = query.subquery()
-    total, oldest = db.session.execute(
-        select(func.count(), func.min(sub.c.claimed_at)).select_from(sub)).one()
+    if COUNTED_FILTERS.isdisjoint(filters):
+        summary = (_cue_summary() if "cue_id" in filters else _user_summary())
+        total, oldest = db.session.execute(
+            summary, {"user_id": user.id, "cue_id": filters.get("cue_id")}).one_or_none() \
+            or (0, None)
+    else:
+        sub = query.subquery()
+        total, oldest = db.session.execute(
+            select(func.count(), func.min(sub.c.claimed_at)).select_from(sub)).one()
     rows = db.session.scalars(
         query.order_by(Execution.created_at.desc(), Execution.id)
         .limit(filters["limit"]).offset(filters["offset"])).all()
-    return list(rows), total or 0, oldest
+    return list(rows), int(total or 0), oldest
+
+
+#: Filters whose total is counted by query; without them it comes from the counters.
+COUNTED_FILTERS = frozenset({"status", "status__in", "worker_id", "outcome_state",
+                             "triggered_by"})
+
+
+def _oldest_claim(cue_id):
+    """The oldest claim of a cue's executions, off the partial index on claimed ones."""
+    return (select(func.min(Execution.claimed_at))
+            .where(Execution.cue_id == cue_id, Execution.claimed_at.is_not(None))
+            .scalar_subquery())
+
+
+@cache
+def _cue_summary():
+    """Total and oldest claim of one cue's executions; no row when the cue is not the user's."""
+    return (select(CueExecutionTotal.executions, _oldest_claim(Cue.id))
+            .select_from(Cue)
+            .outerjoin(CueExecutionTotal, CueExecutionTotal.cue_id == Cue.id)
+            .where(Cue.id == bindparam("cue_id"), Cue.user_id == bindparam("user_id")))
+
+
+@cache
+def _user_summary():
+    """Total and oldest claim over all the user's cues: one counter and one index probe per
+    cue, however many executions each has."""
+    return (select(func.sum(CueExecutionTotal.executions), func.min(_oldest_claim(Cue.id)))
+            .select_from(Cue)
+            .outerjoin(CueExecutionTotal, CueExecutionTotal.cue_id == Cue.id)
+            .where(Cue.user_id == bindparam("user_id")))
 
 
 def _claimable_query(user: User, now: datetime):

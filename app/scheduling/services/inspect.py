@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from app.errors import NotFound
 from app.extensions import db
+from app.scheduling import totals
 from app.scheduling.models import Cue, Execution
 from app.scheduling.services.lookup import parse_execution_id
 from app.users.models import User
@@ -50,9 +51,7 @@ def cue_timeline(cue_id: str, limit: int = 20) -> CueTimeline:
     executions = list(db.session.scalars(
         select(Execution).where(Execution.cue_id == cue.id)
         .order_by(Execution.scheduled_for.desc()).limit(limit)))
-    total = db.session.scalar(select(func.count()).select_from(Execution)
-                              .where(Execution.cue_id == cue.id)) or 0
-    return CueTimeline(cue, owner, executions, int(total))
+    return CueTimeline(cue, owner, executions, totals.cue_executions(cue.id))
 
 
 def execution_with_cue(execution_id: str) -> tuple[Execution, Cue, User]:
