@@ -12,6 +12,11 @@ two agents the send names (as Cueline's does), the same ownership checks, then C
 write statement (the message and its monthly counter in one statement, no transaction) and the
 message as JSON — no schema, idempotency, authorization backend or hooks.
 
+``GET /floor-cues?limit=20`` is that floor for a page of cues: the caller's key lookup also reads
+the page (a LATERAL subquery of the caller's newest cues, the user's cue counter joined in, as
+Cueline reads them: one statement), then every cue as the wire's JSON object built by hand —
+no schema, query validation or hooks.
+
 ``PUT /floor-upsert/<id>`` runs the statement of Cueline's ``PUT /v1/internal/users/{id}`` (the
 same upsert, built once, without a transaction) through the Flask-SQLAlchemy session and
 answers with the row as JSON: no credential check, body validation, response schema, audit
@@ -27,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from flask import Flask, g, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, Uuid, bindparam, select
+from sqlalchemy import String, Uuid, bindparam, select, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.ratelimit import Bucket, RequestLimiter
@@ -62,7 +67,12 @@ def _user():
         digest = hashlib.sha256(token.encode()).hexdigest()
         # Without a transaction, as Cueline runs its reads: no BEGIN or ROLLBACK round trips.
         orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        if request.path == "/floor-message":
+        if request.path == "/floor-cues":
+            rows = orm.session.execute(_user_and_page(), {
+                "key_hash": digest, "limit": request.args.get("limit", 50, type=int),
+                "offset": request.args.get("offset", 0, type=int)}).all()
+            g.user, g.page = (rows[0][0], rows) if rows else (None, [])
+        elif request.path == "/floor-message":
             row = orm.session.execute(_user_and_agents(), {
                 "key_hash": digest, "sender": request.headers.get("X-Cueapi-From-Agent"),
                 "recipient": (request.get_json(silent=True) or {}).get("to")}).first()
@@ -86,6 +96,20 @@ def _user_and_agents():
             .select_from(User)
             .outerjoin(sender, sender.c.id == bindparam("sender", type_=String()))
             .outerjoin(recipient, recipient.c.id == bindparam("recipient", type_=String()))
+            .where(User.api_key_hash == bindparam("key_hash")))
+
+
+@functools.cache
+def _user_and_page():
+    """The caller's row with a page of their cues and their cue total, in one statement."""
+    from app.scheduling.models import Cue, UserCueTotal
+
+    cues, totals = Cue.__table__, UserCueTotal.__table__
+    page = (select(cues).where(cues.c.user_id == User.id)
+            .order_by(cues.c.created_at.desc(), cues.c.id.desc())
+            .limit(bindparam("limit")).offset(bindparam("offset")).lateral("page"))
+    return (select(User, *page.c, totals.c.cues).select_from(User).join(page, true())
+            .outerjoin(totals, totals.c.user_id == User.id)
             .where(User.api_key_hash == bindparam("key_hash")))
 
 
@@ -124,6 +148,43 @@ def floor():
     if user is None:
         return {"error": {"code": "invalid_api_key"}}, 401
     return {"id": str(user.id), "slug": user.slug, "plan": user.plan}
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+@app.get("/floor-cues")
+def floor_cues():
+    user = _user()
+    if user is None:
+        return {"error": {"code": "invalid_api_key"}}, 401
+    cues = []
+    for row in g.page:
+        cue = row._mapping
+        schedule = {"type": cue["schedule_type"], "timezone": cue["schedule_timezone"]}
+        if cue["schedule_cron"] is not None:
+            schedule["cron"] = cue["schedule_cron"]
+        if cue["schedule_at"] is not None:
+            schedule["at"] = _iso(cue["schedule_at"])
+        cues.append({
+            "id": cue["id"], "name": cue["name"], "description": cue["description"],
+            "status": cue["status"], "transport": cue["transport"], "schedule": schedule,
+            "callback": {"url": cue["callback_url"], "method": cue["callback_method"],
+                         "headers": cue["callback_headers"] or {}},
+            "payload": cue["payload"] or {},
+            "retry": {"max_attempts": cue["retry_max_attempts"],
+                      "backoff_minutes": cue["retry_backoff_minutes"]},
+            "next_run": _iso(cue["next_run"]), "last_run": _iso(cue["last_run"]),
+            "run_count": cue["run_count"], "fired_count": cue["fired_count"],
+            "on_failure": cue["on_failure"],
+            "verification": ({"mode": cue["verification_mode"]} if cue["verification_mode"]
+                             else None),
+            "warning": None, "created_at": _iso(cue["created_at"]),
+            "updated_at": _iso(cue["updated_at"])})
+    total = g.page[0][-1] if g.page else 0
+    return {"cues": cues, "total": total, "limit": request.args.get("limit", 50, type=int),
+            "offset": request.args.get("offset", 0, type=int)}
 
 
 @app.get("/health")

@@ -379,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                     lua_script("GET", {})),
                    ("stack floor: ORM key lookup + the rate limiter", floor.url, "/floor",
                     lua_script("GET", {"Authorization": f"Bearer {data['key']}"})),
+                   ("stack floor: key lookup with a 20-cue page + the rate limiter + the "
+                    "page as JSON", floor.url, "/floor-cues?limit=20",
+                    lua_script("GET", {"Authorization": f"Bearer {data['key']}"})),
                    ("stack floor: the user upsert statement alone", floor.url,
                     f"/floor-upsert/{data['floor_upsert_user_id']}",
                     lua_script("PUT", {"Content-Type": "application/json"},

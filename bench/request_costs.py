@@ -20,6 +20,7 @@ import os
 import pstats
 import statistics
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -49,25 +50,32 @@ class Counter:
         self.sql: list[str] = []
         self.redis: list[bytes] = []
         self.active = False
+        self.thread = 0
         event.listen(engine, "before_cursor_execute", self._on_sql)
         connection_class = redis.connection.AbstractConnection
         original = connection_class.send_packed_command
         counter = self
 
         def send_packed_command(conn, command, check_health=True):
-            if counter.active:
+            if counter.counts_here():
                 packed = command if isinstance(command, bytes | str) else b"".join(command)
                 counter.redis.append(packed if isinstance(packed, bytes) else packed.encode())
             return original(conn, command, check_health)
 
         connection_class.send_packed_command = send_packed_command
 
+    def counts_here(self) -> bool:
+        """Only the request's own thread counts: the audit trail's writer thread may flush
+        its buffer meanwhile, and that statement is not the request's."""
+        return self.active and threading.get_ident() == self.thread
+
     def _on_sql(self, _conn, _cursor, statement, _params, _context, _many):
-        if self.active:
+        if self.counts_here():
             self.sql.append(statement)
 
     @contextmanager
     def counting(self):
+        self.thread = threading.get_ident()
         self.sql, self.redis, self.active = [], [], True
         try:
             yield self

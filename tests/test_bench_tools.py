@@ -100,6 +100,19 @@ def test_floor_routes_do_their_work(make_app):
     assert read.status_code == 200 and read.get_json()["id"] == user["id"]
     assert floor.get("/floor", headers=key_headers("cue_sk_" + "0" * 32)).status_code == 401
 
+    for i in range(3):
+        assert client.post("/v1/cues", headers=key_headers(key), json={
+            "name": f"floor-{i}", "transport": "worker",
+            "schedule": {"type": "recurring", "cron": "0 0 1 1 *"},
+            "payload": {"i": i}}).status_code == 201
+    page = floor.get("/floor-cues?limit=2&offset=1", headers=key_headers(key)).get_json()
+    wire = client.get("/v1/cues?limit=2&offset=1", headers=key_headers(key)).get_json()
+    # The same cues, in the same order, with the same total and the wire's fields.
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 1)
+    assert [c["id"] for c in page["cues"]] == [c["id"] for c in wire["cues"]]
+    assert set(page["cues"][0]) == set(wire["cues"][0])
+    assert page["cues"][0]["payload"] == wire["cues"][0]["payload"]
+
     sent = floor.post("/floor-message", headers={**key_headers(key),
                                                  "X-Cueapi-From-Agent": sender},
                       json={"to": receiver, "body": "from the floor"})
