@@ -9,8 +9,9 @@ endpoint built on these libraries can reach on the same machine.
 
 ``POST /floor-message`` is that floor for a message send: the caller's key lookup also reads the
 two agents the send names (as Cueline's does), the same ownership checks, then Cueline's own
-write statement (the message and its monthly counter in one statement, no transaction) and the
-message as JSON — no schema, idempotency, authorization backend or hooks.
+write statement (the message, its ``message.delivered`` event and its monthly counter in one
+statement, no transaction) and the message as JSON — no schema, idempotency, authorization
+backend or hooks.
 
 ``GET /floor-cues?limit=20`` is that floor for a page of cues: the caller's key lookup also reads
 the page (a LATERAL subquery of the caller's newest cues, the user's cue counter joined in, as
@@ -221,6 +222,7 @@ def floor_upsert(user_id):
 
 @app.post("/floor-message")
 def floor_message():
+    from app.events.emission import delivered_payload, with_inline_body
     from app.messaging.services.messages import _SENT_ATTRIBUTES
 
     user = _user()
@@ -242,6 +244,12 @@ def floor_message():
                   expires_at=now + timedelta(days=30), next_attempt_at=now if to_hook else None)
     params = {f"msg_{k}": v for k, v in values.items()}
     params.update(count_user_id=user.id, count_month=date(now.year, now.month, 1))
+    event = delivered_payload(message_id=message_id, sender_agent_id=sender_id,
+                              recipient_agent_id=to_id, thread_id=message_id, reply_to=None,
+                              priority=3, correlation_id=None, subject=None)
+    params.update(ev_type="message.delivered", ev_recipient=to_id, ev_payload=event,
+                  ev_payload_inline=with_inline_body(event, body["body"]), ev_at=now,
+                  ev_priority=3)
     orm.session.execute(_message_write(), params)
     orm.session.commit()
     return {"id": message_id, "from_agent_id": sender_id, "to_agent_id": to_id,
@@ -251,7 +259,9 @@ def floor_message():
 
 @functools.cache
 def _message_write():
+    from app.events.emission import _delivered_insert
     from app.messaging.services.messages import _message_insert
     from app.quotas.messages import _count_statement
 
-    return _count_statement("postgresql").add_cte(_message_insert().cte("write_0"))
+    return _count_statement("postgresql").add_cte(
+        _message_insert().cte("write_0"), _delivered_insert("postgresql").cte("write_1"))

@@ -119,6 +119,13 @@ def test_floor_routes_do_their_work(make_app):
     assert sent.status_code == 201, sent.get_json()
     inbox = client.get(f"/v1/agents/{receiver}/inbox", headers=key_headers(key)).get_json()
     assert [m["body"] for m in inbox["messages"]] == ["from the floor"]
+    with cueline.app_context():  # with its event, as Cueline's send writes it
+        from app.events.models import Event
+        from app.extensions import db
+
+        events = db.session.scalars(db.select(Event).where(
+            Event.recipient_agent_id == receiver)).all()
+        assert [e.payload["message_id"] for e in events] == [inbox["messages"][0]["id"]]
     stranger = floor.post("/floor-message", headers={**key_headers(key),
                                                      "X-Cueapi-From-Agent": "agt_000000000000"},
                           json={"to": receiver, "body": "x"})
