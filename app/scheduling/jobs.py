@@ -205,29 +205,49 @@ DISPATCH_QUEUE_AHEAD = 1
 #: on time; delivering them competes for the same CPU.
 FIRING_PRIORITY_SECONDS = 1.0
 
+#: While cues keep falling due, a worker's scheduler passes start at most this often: a cue due
+#: alone fires at its instant, but when cues fall due milliseconds apart (10,000 spread over a
+#: minute) waking for each would cost a pass — five statements — per cue in every worker, and
+#: saturate the machine long before it runs out of delivery capacity.  It adds at most this
+#: much lateness to a cue.
+SCHEDULER_PACE_SECONDS = 0.1
+
 
 def run_scheduler(ctx) -> int:
     """Job: one scheduler pass.
 
-    When nothing was due, it asks to run again at the next cue's ``next_run`` if that comes
-    before the poll interval ends, so a cue fires on time rather than up to a poll interval
-    late.
+    After a pass that fired everything due (the backlog did not run out the batch), it asks to
+    run again when the next cue falls due, if that comes before the poll interval ends, so a cue
+    fires on time rather than up to a poll interval late — but, after a pass that fired cues or
+    was itself woken for a due cue, no sooner than ``SCHEDULER_PACE_SECONDS`` after that pass
+    began.  A pass that created executions wakes the webhook dispatcher.
     """
     if ctx.stopping.is_set():
         return 0
+    started = time.monotonic()
     now = ctx.now()
+    woken_for_due = ctx.state.pop("scheduler_woken_for_due", False)
     created, more = _schedule_pass(now)
+    if created:
+        ctx.state["webhooks_created"] = True  # the dispatcher claims again (see there)
+        ctx.wake("webhook_delivery")
     if more:
         ctx.state.setdefault("firing_backlog_since", time.monotonic())
-    else:
-        ctx.state.pop("firing_backlog_since", None)
-    if created == 0 and not more:
-        c = Cue.__table__.c
-        upcoming = db.session.scalar(select(func.min(c.next_run))
-                                     .where(c.status == "active", c.next_run > now))
-        db.session.rollback()  # end the read
-        if upcoming is not None:
-            ctx.run_again_in((upcoming - now).total_seconds())
+        return created  # run again at once
+    ctx.state.pop("firing_backlog_since", None)
+    c = Cue.__table__.c
+    upcoming = db.session.scalar(select(func.min(c.next_run))
+                                 .where(c.status == "active", c.next_run > now))
+    db.session.rollback()  # end the read
+    if upcoming is not None:
+        wait = (upcoming - now).total_seconds()
+        if created or woken_for_due:
+            wait = max(wait, SCHEDULER_PACE_SECONDS - (time.monotonic() - started))
+        if wait <= current_app.config["POLLER_INTERVAL_SECONDS"]:
+            ctx.state["scheduler_woken_for_due"] = True
+        ctx.run_again_in(wait)
+    elif created:
+        ctx.run_again_in(SCHEDULER_PACE_SECONDS)
     return created
 
 
@@ -439,7 +459,8 @@ def dispatch_webhooks(ctx) -> int:
     pool.wake_threshold, pool.queue_ahead = batch, pool.size * DISPATCH_QUEUE_AHEAD
     if len(in_flight) > len(results) and len(results) < batch and pool.room() < batch:
         # Deliveries are still being sent and too few finished to be worth a round of
-        # statements: wait for more (the pool wakes the worker as each one finishes).
+        # statements: wait for more (the pool wakes the worker when its room reaches a
+        # batch, or when it went idle).
         ctx.saturated = True
         return 0
     recorded = record_webhook_results(ctx)
@@ -453,6 +474,15 @@ def dispatch_webhooks(ctx) -> int:
     if slots < batch and (in_flight or pool.free_slots() == 0):
         ctx.saturated = True
         return recorded
+    drained_at = ctx.state.get("webhooks_drained_at")
+    if (not ctx.state.pop("webhooks_created", False) and drained_at is not None
+            and time.monotonic() - drained_at < current_app.config["POLLER_INTERVAL_SECONDS"]):
+        # The last claim emptied the queue and this process's scheduler created nothing since:
+        # recording results is no reason to claim again before the poll interval ends (work
+        # from elsewhere waits no longer than for an idle dispatcher).
+        if in_flight:
+            ctx.saturated = True
+        return recorded
     now = ctx.now()
     # Due retries are promoted at most once per poll interval, not on every claim (a busy
     # dispatcher claims each time a delivery thread frees up).
@@ -465,13 +495,19 @@ def dispatch_webhooks(ctx) -> int:
     except Exception:
         db.session.rollback()  # nothing was claimed
         raise
+    if slots > 0 and len(claims) < slots:
+        ctx.state["webhooks_drained_at"] = time.monotonic()
+    else:
+        ctx.state.pop("webhooks_drained_at", None)
     in_flight.update(claims)
     sending = {(attempt.execution_id, attempt.claimed_at) for attempt in attempts}
     in_flight.difference_update(set(claims) - sending)
     for attempt in attempts:
         ctx.submit(_send_tracked, ctx, attempt)
     if in_flight:
-        # Run again as soon as a delivery finishes, to record it (and claim the next).
+        # Run again when the pool wakes the worker — a batch's worth of room, every delivery
+        # finished — to record the results (and claim the next), or sooner when this
+        # process's scheduler creates executions (``ctx.wake``).
         ctx.saturated = True
     return len(claims) + recorded
 

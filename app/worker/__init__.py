@@ -7,8 +7,11 @@ A job is one line in :data:`JOBS`, exactly like a blueprint in ``app.MODULES``::
 * ``target`` — ``"module.path:function"``; imported only when the job is enabled.  The function
   is called as ``function(ctx)`` inside an app context with a :class:`app.worker.loop.JobContext`
   and returns how much work it did (an ``int``); a positive result makes the loop run the job
-  again at once (drain a backlog), zero waits ``interval`` — or less, if the job called
-  ``ctx.run_again_in(seconds)`` (the scheduler does, when the next cue falls due sooner).
+  again at once (drain a backlog), zero waits ``interval``.  A job that called
+  ``ctx.run_again_in(seconds)`` runs again after that long instead (at most ``interval``),
+  whatever it returned: the scheduler does, to run when the next cue falls due and to pace its
+  passes while cues keep falling due.  ``ctx.wake(name)`` has another job run at the loop's
+  next turn (the scheduler wakes the webhook dispatcher when it created executions).
 * ``interval`` — seconds (a number) or the name of a numeric setting.
 * ``disabled_by`` / ``requires`` — packaging flags, as in ``MODULES``.  A disabled job is
   skipped and the worker logs that it is.

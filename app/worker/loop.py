@@ -49,7 +49,7 @@ class DeliveryPool:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._slot_freed = threading.Event()
-        #: :meth:`wait_for_slot` returns once :meth:`room` is at least this (or none is busy).
+        #: :meth:`wait_for_slot` returns once :meth:`room` rises to this (see :meth:`_run`).
         self.wake_threshold = 1
         #: Tasks a job may queue beyond the threads (see :meth:`room`); 0 unless a job sets it.
         self.queue_ahead = 0
@@ -87,14 +87,20 @@ class DeliveryPool:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
-                    wake = (self._busy == 0 or self.size + self.queue_ahead - self._busy
-                            >= self.wake_threshold)
+                    room = self.size + self.queue_ahead - self._busy
+                    # Wake the loop when it has something to do, not on every finish: when
+                    # the pool went idle (record the whole batch), when a thread came free
+                    # in a full pool (a job found none), or when the room rose to the
+                    # threshold (a batch worth claiming).  While a few deliveries trickle
+                    # through a roomy pool, waking on each cost a round of statements each.
+                    wake = (self._busy == 0 or self._busy == self.size - 1
+                            or room == max(self.wake_threshold, 1))
                 if wake:
                     self._slot_freed.set()
 
     def wait_for_slot(self, timeout: float) -> None:
-        """Sleep until a delivery finishes and :meth:`room` reaches ``wake_threshold`` (or the
-        pool is idle), or ``timeout`` passes."""
+        """Sleep until a delivery finishes and the pool went idle, a thread came free in a full
+        pool, or :meth:`room` rose to ``wake_threshold``; or until ``timeout`` passes."""
         self._slot_freed.wait(timeout)
         self._slot_freed.clear()
 
@@ -132,9 +138,11 @@ class JobContext:
         self.state: dict[str, Any] = {}
         #: Set when a job found every delivery thread busy: it runs again as soon as one frees.
         self.saturated = False
-        #: Seconds after which the job that just ran wants to run again, if sooner than its
-        #: interval (see :meth:`run_again_in`).
+        #: Seconds after which the job that just ran wants to run again (see
+        #: :meth:`run_again_in`).
         self.wake_in: float | None = None
+        #: Jobs to run at the loop's next turn, whenever they were due (see :meth:`wake`).
+        self.woken: set[str] = set()
 
     def now(self) -> datetime:
         return self._clock()
@@ -151,10 +159,18 @@ class JobContext:
         self.pool.submit(fn, *args)
 
     def run_again_in(self, seconds: float) -> None:
-        """Ask for the running job to run again after ``seconds`` if that is sooner than its
-        interval (e.g. the scheduler, when the next cue falls due before the next poll)."""
+        """Ask for the running job to run again after ``seconds``: sooner than its interval
+        (the scheduler, when the next cue falls due before the next poll), or — when it did
+        work, which would make it run again at once — not before then (the scheduler, which
+        has fired everything due and paces its passes while cues keep falling due).  Never
+        later than its interval."""
         seconds = max(float(seconds), 0.0)
         self.wake_in = seconds if self.wake_in is None else min(self.wake_in, seconds)
+
+    def wake(self, job_name: str) -> None:
+        """Have job ``job_name`` run at the loop's next turn rather than when its interval
+        ends (the scheduler wakes the webhook dispatcher when it created executions)."""
+        self.woken.add(job_name)
 
     def on_shutdown(self, release: Callable[[], Any]) -> None:
         if release not in self._releases:
@@ -247,8 +263,13 @@ class Worker:
                     else:
                         wait = 0 if work > 0 else interval
                         if self.ctx.wake_in is not None:
-                            wait = min(wait, self.ctx.wake_in)
+                            wait = min(interval, self.ctx.wake_in)
                         due[job.name] = time.monotonic() + wait
+                    if self.ctx.woken:
+                        # Due at the turn's start: jobs later in this turn run in it.
+                        for name in self.ctx.woken & due.keys():
+                            due[name] = min(due[name], now)
+                        self.ctx.woken.clear()
                 self.cycles += 1
                 others = [due[job.name] for job, _, _ in self.jobs if due[job.name] > 0]
                 nap = min(others or [time.monotonic() + MAX_NAP_SECONDS])

@@ -128,6 +128,9 @@ class _Ctx:
     def run_again_in(self, seconds):
         self.wake_in = seconds
 
+    def wake(self, job_name):
+        self.woken = {*getattr(self, "woken", ()), job_name}
+
 
 def test_scheduler_wakes_for_a_cue_due_before_the_next_poll(app, client, account):
     response = client.post("/v1/cues", json=cue_body(), headers=account[0])
@@ -178,3 +181,132 @@ def test_pool_room_counts_the_queue_a_job_may_fill(app):
         assert pool.wait_idle(5) and pool.room() == 4
     finally:
         pool.close()
+
+
+def _finish(pool: DeliveryPool, gate: threading.Event, busy: int) -> None:
+    """Let one gated task finish and wait until the pool counts it done."""
+    gate.set()
+    deadline = time.monotonic() + 5
+    while pool.room() - pool.queue_ahead != pool.size - busy and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert pool.room() - pool.queue_ahead == pool.size - busy
+
+
+def test_pool_wakes_the_loop_when_there_is_something_to_do_not_on_every_finish(app):
+    pool = DeliveryPool(app, 4)
+    gates = [threading.Event() for _ in range(8)]
+    try:
+        # A roomy pool: one of two deliveries finishing is no reason to wake; both are.
+        pool.submit(gates[0].wait, 5)
+        pool.submit(gates[1].wait, 5)
+        _finish(pool, gates[0], busy=1)
+        assert not pool._slot_freed.is_set()
+        _finish(pool, gates[1], busy=0)
+        assert pool._slot_freed.is_set()
+        pool.wait_for_slot(0)
+        # A full pool: the first thread to come free wakes it (a job found none).
+        for gate in gates[2:6]:
+            pool.submit(gate.wait, 5)
+        assert pool.free_slots() == 0
+        _finish(pool, gates[2], busy=3)
+        assert pool._slot_freed.is_set()
+        pool.wait_for_slot(0)
+        _finish(pool, gates[3], busy=2)
+        assert not pool._slot_freed.is_set()
+        # The room rising to the threshold wakes it.
+        pool.wake_threshold = 3
+        _finish(pool, gates[4], busy=1)
+        assert pool._slot_freed.is_set()
+    finally:
+        for gate in gates:
+            gate.set()
+        pool.close()
+
+
+loop_calls: dict[str, int] = {}
+
+
+def _busy_job(ctx) -> int:
+    loop_calls["busy"] = loop_calls.get("busy", 0) + 1
+    if loop_calls["busy"] == 2:
+        ctx.run_again_in(30)  # did work, yet asks not to run again at once
+        ctx.wake("woken")
+    return 1
+
+
+def _woken_job(ctx) -> int:
+    loop_calls["woken"] = loop_calls.get("woken", 0) + 1
+    return 0
+
+
+def test_loop_honours_run_again_in_after_work_and_runs_a_woken_job(make_app):
+    app = make_app(POLLER_INTERVAL_SECONDS=30, DISABLE_CUE_PRIMITIVE=True)
+    loop_calls.clear()
+    worker = Worker(app, jobs=(Job("busy", f"{__name__}:_busy_job"),
+                               Job("woken", f"{__name__}:_woken_job")))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while loop_calls.get("woken", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    # "woken" ran at the first turn and again when woken, not after its 30 s interval; "busy"
+    # ran twice (work → at once), then waited as asked.
+    assert loop_calls == {"busy": 2, "woken": 2}
+
+
+def test_scheduler_paces_its_passes_while_cues_keep_falling_due(app, client, account):
+    now = datetime.now(UTC)
+    ids = []
+    for i in range(3):
+        response = client.post("/v1/cues", json=cue_body(name=f"pace-{i}"), headers=account[0])
+        ids.append(response.get_json()["id"])
+    pace = jobs.SCHEDULER_PACE_SECONDS
+    with app.app_context():
+        # Due now, 10 ms later, and alone a second later.
+        for cue_id, offset in zip(ids, (0.0, 0.01, 1.0), strict=True):
+            db.session.get(Cue, cue_id).next_run = now + timedelta(seconds=offset)
+        db.session.commit()
+        ctx = _Ctx(now)
+        started = time.monotonic()
+        assert jobs.run_scheduler(ctx) == 1
+        took = time.monotonic() - started
+        # The next cue is due in 10 ms, but the pass fired one: the next pass starts a pace
+        # after this one began, not sooner.
+        assert ctx.wake_in is not None and max(pace - took, 0.01) <= ctx.wake_in <= pace
+        assert ctx.woken == {"webhook_delivery"} and ctx.state["webhooks_created"]
+        ctx._now, ctx.wake_in = now + timedelta(seconds=pace), None
+        assert jobs.run_scheduler(ctx) == 1  # the second, at most the pace late
+        # The third is alone: it is woken for at its due instant.
+        assert ctx.wake_in == pytest.approx(1.0 - pace, abs=1e-6)
+
+
+def test_dispatcher_claims_again_before_the_poll_only_for_new_executions(make_app, receiver):
+    app = make_app(ALLOW_PRIVATE_CALLBACK_URLS=True, POLLER_INTERVAL_SECONDS=30)
+    client = app.test_client()
+    headers = key_headers(register(client)[0])
+    account = (headers, None)
+    _fired_cues(client, account, receiver.url, 1)
+    pool = DeliveryPool(app, 4)
+    ctx = JobContext(app, pool, threading.Event())
+    try:
+        with app.app_context():
+            assert jobs.dispatch_webhooks(ctx) == 1  # claimed all there was: drained
+            assert pool.wait_idle(5)
+            assert jobs.dispatch_webhooks(ctx) == 1  # recorded it
+            cue = client.post("/v1/cues", json=cue_body(name="late", callback={
+                "url": receiver.url}), headers=headers).get_json()["id"]
+            assert client.post(f"/v1/cues/{cue}/fire", headers=headers).status_code in (
+                200, 201, 202)
+            # Not claimed before the poll interval ends: nothing this process created.
+            assert jobs.dispatch_webhooks(ctx) == 0
+            assert sorted(_statuses(app).values()) == ["pending", "success"]
+            ctx.state["webhooks_created"] = True  # as the scheduler says after firing
+            assert jobs.dispatch_webhooks(ctx) == 1
+            assert pool.wait_idle(5)
+            jobs.dispatch_webhooks(ctx)
+    finally:
+        pool.close()
+    assert sorted(_statuses(app).values()) == ["success", "success"]
