@@ -90,20 +90,22 @@ def schedule_due_cues(now: datetime | None = None, batch: int | None = None) -> 
     return _schedule_pass(now or utcnow(), batch)[0]
 
 
-def _schedule_pass(now: datetime, batch: int | None = None) -> tuple[int, bool]:
-    """:func:`schedule_due_cues`; also say whether due cues may remain (the batch ran out)."""
+def _schedule_pass(now: datetime, batch: int | None = None
+                   ) -> tuple[int, bool, datetime | None]:
+    """:func:`schedule_due_cues`; also say whether due cues may remain (the batch ran out) and,
+    if none remain, when the next active cue falls due (``None``: none has a ``next_run``)."""
     config = current_app.config
     batch = batch or config["POLLER_BATCH_SIZE"]
     cap = config["POLLER_MAX_CATCH_UP_SLOTS"]
     created = 0
     while batch > 0:
         chunk = min(batch, SCHEDULER_CHUNK)
-        fired, seen = _schedule_chunk(now, chunk, cap)
+        fired, seen, upcoming = _schedule_chunk(now, chunk, cap)
         created += fired
         batch -= chunk
         if seen < chunk:
-            return created, False
-    return created, True
+            return created, False, upcoming
+    return created, True, None
 
 
 #: Advances the fired cues of a chunk on PostgreSQL in one statement (they are locked already).
@@ -135,11 +137,13 @@ def _advance_cues(advanced: list[tuple[str, int, datetime | None]], now: datetim
          for cue_id, fired, next_run in advanced])
 
 
-def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
-    """Fire up to ``limit`` due cues in one transaction; return (executions created, cues seen).
+def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int, datetime | None]:
+    """Fire up to ``limit`` due cues in one transaction; return (executions created, cues seen,
+    the next ``next_run`` after ``now`` when fewer than ``limit`` were due, else ``None``).
 
     Three statements whatever the chunk size: read the due cues (columns, not objects), insert
-    their executions, advance the cues.
+    their executions, advance the cues; and in the last chunk of a pass, in the same
+    transaction, the next due time (the worker sleeps until then).
     """
     c, u = Cue.__table__.c, User.__table__.c  # Core statements: no ORM layer in the hot path
     query = (select(c.id, c.schedule_type, c.schedule_cron, c.schedule_timezone, c.next_run)
@@ -184,11 +188,15 @@ def _schedule_chunk(now: datetime, limit: int, cap: int) -> tuple[int, int]:
         advanced.append((cue_id, fired, next_run))
         created += fired
     _advance_cues(advanced, now)
+    upcoming = None
+    if len(cues) < limit:
+        upcoming = db.session.scalar(select(func.min(c.next_run))
+                                     .where(c.status == "active", c.next_run > now))
     db.session.commit()
     from app.metrics import observe_lateness
 
     observe_lateness((now - slot).total_seconds() for _, slot in inserted)
-    return created, len(cues)
+    return created, len(cues), upcoming
 
 
 #: While deliveries are in flight, the dispatcher records results and claims in batches of at
@@ -207,9 +215,9 @@ FIRING_PRIORITY_SECONDS = 1.0
 
 #: While cues keep falling due, a worker's scheduler passes start at most this often: a cue due
 #: alone fires at its instant, but when cues fall due milliseconds apart (10,000 spread over a
-#: minute) waking for each would cost a pass — five statements — per cue in every worker, and
-#: saturate the machine long before it runs out of delivery capacity.  It adds at most this
-#: much lateness to a cue.
+#: minute) waking for each would cost a pass (a transaction of four statements) per cue in
+#: every worker, and saturate the machine long before it runs out of delivery capacity.  It adds
+#: at most this much lateness to a cue.
 SCHEDULER_PACE_SECONDS = 0.1
 
 
@@ -227,7 +235,7 @@ def run_scheduler(ctx) -> int:
     started = time.monotonic()
     now = ctx.now()
     woken_for_due = ctx.state.pop("scheduler_woken_for_due", False)
-    created, more = _schedule_pass(now)
+    created, more, upcoming = _schedule_pass(now)
     if created:
         ctx.state["webhooks_created"] = True  # the dispatcher claims again (see there)
         ctx.wake("webhook_delivery")
@@ -235,10 +243,6 @@ def run_scheduler(ctx) -> int:
         ctx.state.setdefault("firing_backlog_since", time.monotonic())
         return created  # run again at once
     ctx.state.pop("firing_backlog_since", None)
-    c = Cue.__table__.c
-    upcoming = db.session.scalar(select(func.min(c.next_run))
-                                 .where(c.status == "active", c.next_run > now))
-    db.session.rollback()  # end the read
     if upcoming is not None:
         wait = (upcoming - now).total_seconds()
         if created or woken_for_due:
