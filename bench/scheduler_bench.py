@@ -4,9 +4,10 @@ For each worker count it starts a throwaway PostgreSQL database and seeds, with 
 ``--due`` webhook cues (2,000) falling due a few seconds ahead — all at one instant, or spread
 evenly over ``--spread`` seconds — and, with ``--active N``, enough other active recurring cues
 (daily schedules whose ``next_run`` lies after the measured window) that N cues are active in
-all: the scheduler's due query has to pass them by.  It then starts the worker processes
-(``flask worker run``) before the first cue is due and records when each delivery reaches a
-receiver on 127.0.0.1.
+all: the scheduler's due query has to pass them by.  The worker processes (``flask worker
+run``) are started first; once each holds its database connection, the due cues are inserted,
+the first due ``--lead`` seconds later, and the time each delivery reaches a receiver on
+127.0.0.1 is recorded.
 
 Reported, per worker count: lateness of each execution's creation (its ``created_at``, the
 clock of the scheduler pass that fired it) and of its delivery (arrival at the receiver), both
@@ -106,39 +107,51 @@ def _descendants(root: int) -> list[int]:
     return pids
 
 
-def tree_memory_mib(root: int) -> tuple[float, float]:
-    """``(VmRSS, VmHWM)`` in MiB of process ``root`` plus its descendants."""
-    rss = hwm = 0
-    for pid in _descendants(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for name, value in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, flags=re.M):
-            if name == "VmRSS":
-                rss += int(value)
-            else:
-                hwm += int(value)
-    return rss / 1024, hwm / 1024
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of one process in KiB (zeros once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0, 0
+    values = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, flags=re.M))
+    return int(values.get("VmRSS", 0)), int(values.get("VmHWM", 0))
 
 
 class MemorySampler(threading.Thread):
-    """Samples each worker's process tree every ``interval`` s; keeps the largest total.
+    """Samples each worker's resident memory, its child processes included, every
+    ``interval`` s and keeps the largest total.
 
-    ``VmHWM`` is already a per-process peak; the samples also catch a peak spread over
-    several processes (should a worker fork), which the sum of their ``VmHWM`` overstates.
+    A child counts once it has been seen in two samples in a row: a worker does not fork, but a
+    library it imports runs ``ldconfig`` at start-up (``ctypes.util.find_library``), and until
+    that ``vfork``'d child calls ``exec`` it shares — and reports — all of its parent's memory.
     """
 
     def __init__(self, pids: list[int], interval: float = 0.25):
         super().__init__(daemon=True)
         self.pids, self.interval = pids, interval
         self.peak = {pid: 0.0 for pid in pids}
+        self._children: dict[int, set[int]] = {pid: set() for pid in pids}
+        self.lock = threading.Lock()
         self.done = threading.Event()
+
+    def measure(self, root: int) -> tuple[float, float]:
+        """``(VmRSS, VmHWM)`` in MiB of ``root`` plus its lasting descendants; updates the
+        peak."""
+        with self.lock:
+            children = set(_descendants(root)) - {root}
+            lasting = children & self._children[root]
+            self._children[root] = children
+            rss, hwm = _memory_kib(root)
+            for child in lasting:
+                child_rss, child_hwm = _memory_kib(child)
+                rss, hwm = rss + child_rss, hwm + child_hwm
+            self.peak[root] = max(self.peak[root], rss / 1024)
+            return rss / 1024, hwm / 1024
 
     def run(self) -> None:
         while not self.done.is_set():
             for pid in self.pids:
-                self.peak[pid] = max(self.peak[pid], tree_memory_mib(pid)[0])
+                self.measure(pid)
             self.done.wait(self.interval)
 
 
@@ -222,29 +235,15 @@ def run_once(cluster: PostgresCluster, args: argparse.Namespace, workers: int) -
         db.engine.dispose()
     raw_url = db_url.replace("postgresql+psycopg://", "postgresql://")
     step = spread / count if count else 0.0
-    seeding = time.monotonic()
-    with psycopg.connect(raw_url, autocommit=True) as connection:
-        first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.lead)
-        last = first + timedelta(seconds=step * max(count - 1, 0))
-        if idle:
-            seed_idle_cues(connection, users, idle, last + timedelta(seconds=args.timeout + 60),
-                           callback)
-        seed_due_cues(connection, users, count, first, step, callback)
-        connection.execute("ANALYZE")
-        due_plan = [row[0] for row in connection.execute(
-            # The scheduler's due query (``_schedule_chunk``) at the first due instant.
-            "EXPLAIN ANALYZE SELECT id, schedule_type, schedule_cron, schedule_timezone,"
-            " next_run FROM cues WHERE status = 'active' AND next_run IS NOT NULL"
-            " AND next_run <= %s AND user_id IN (SELECT id FROM users WHERE active)"
-            " ORDER BY next_run LIMIT 100 FOR UPDATE SKIP LOCKED", (first,))]
-    seeded_s = time.monotonic() - seeding
-    if time.time() > first.timestamp() - 2:
-        print(f"  warning: seeding took {seeded_s:.1f} s; the first cue is due "
-              f"{first.timestamp() - time.time():.1f} s after the workers start "
-              "(raise --lead)", file=sys.stderr)
-
     load_before = load_average()
     busy_before = machine_busy_seconds()
+    seeding = time.monotonic()
+    connection = psycopg.connect(raw_url, autocommit=True)
+    if idle:  # their next_run is after the window whatever it turns out to be
+        seed_idle_cues(connection, users, idle,
+                       datetime.now(UTC) + timedelta(seconds=args.lead + 600 + spread
+                                                     + args.timeout + 60), callback)
+    seeded_s = time.monotonic() - seeding
     processes = [subprocess.Popen([flask, "worker", "run"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for _ in range(workers)]
@@ -252,20 +251,48 @@ def run_once(cluster: PostgresCluster, args: argparse.Namespace, workers: int) -
     sampler.start()
     memory: dict[int, dict] = {}
     try:
+        # The workers are ready once each holds its database connection (a loaded machine
+        # can take longer than ``--lead`` to start them); then the due cues are inserted.
+        ready_by = time.monotonic() + 600
+        while connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                ).fetchone()[0] < workers:
+            if time.monotonic() > ready_by or any(p.poll() is not None for p in processes):
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        started_s = time.monotonic() - seeding - seeded_s
+        first = datetime.now(UTC) + timedelta(seconds=args.lead)
+        last = first + timedelta(seconds=step * max(count - 1, 0))
+        seeding = time.monotonic()
+        seed_due_cues(connection, users, count, first, step, callback)
+        connection.execute("ANALYZE")
+        seeded_s += time.monotonic() - seeding
+        due_plan = [row[0] for row in connection.execute(
+            # The scheduler's due query (``_schedule_chunk``) at the first due instant.
+            "EXPLAIN ANALYZE SELECT id, schedule_type, schedule_cron, schedule_timezone,"
+            " next_run FROM cues WHERE status = 'active' AND next_run IS NOT NULL"
+            " AND next_run <= %s AND user_id IN (SELECT id FROM users WHERE active)"
+            " ORDER BY next_run LIMIT 100 FOR UPDATE SKIP LOCKED", (first,))]
+        connection.close()
+        if time.time() > first.timestamp():
+            print("  warning: the due cues were inserted after the first was due "
+                  "(raise --lead)", file=sys.stderr)
         while time.time() < first.timestamp():
             time.sleep(0.05)
-        for process in processes:  # warmed up and idle, nothing due yet
-            memory[process.pid] = {"rss_start_mib": tree_memory_mib(process.pid)[0]}
+        for process in processes:  # started and idle, nothing due yet
+            memory[process.pid] = {"rss_start_mib": sampler.measure(process.pid)[0]}
         deadline = last.timestamp() + args.timeout
         while time.time() < deadline and len(Receiver.arrivals) < count:
             time.sleep(0.05)
         time.sleep(0.5)  # anything arriving twice shortly after
         delivered, requests = dict(Receiver.arrivals), Receiver.requests
         for process in processes:
-            rss, hwm = tree_memory_mib(process.pid)
+            rss, hwm = sampler.measure(process.pid)
             memory[process.pid].update(rss_end_mib=rss, cpu_s=tree_cpu_seconds(process.pid),
                                        rss_peak_mib=max(hwm, sampler.peak[process.pid]))
     finally:
+        connection.close()
         sampler.done.set()
         for process in processes:
             process.terminate()
@@ -298,6 +325,7 @@ def run_once(cluster: PostgresCluster, args: argparse.Namespace, workers: int) -
     return {
         "workers": workers, "active": count + idle, "due": count, "spread_s": spread,
         "users": args.users, "seeded_s": round(seeded_s, 2),
+        "workers_started_s": round(started_s, 2),
         "delivered": len(delivery), "missed": missed, "duplicates": duplicates,
         "early_fires": early,
         "created_p50_s": stat(creation, 0.5), "created_p99_s": stat(creation, 0.99),
@@ -328,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1, help="owners the cues are spread over")
     parser.add_argument("--workers", default="1,3", help="comma-separated worker counts")
     parser.add_argument("--lead", type=float, default=6.0,
-                        help="seconds between seeding and the first due instant (the workers "
-                             "start and warm up meanwhile)")
+                        help="seconds between the workers being ready and the first due "
+                             "instant")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds after the last due instant to wait for deliveries")
     args = parser.parse_args(argv)
