@@ -4,7 +4,9 @@ One command (``make bench`` or ``python bench/http_bench.py``) starts a throwawa
 cluster on loopback, migrates it, starts Cueline and a bare Flask app under the same gunicorn
 configuration, seeds data through the public API, drives a fixed load at each endpoint with
 ``wrk`` (from Debian) and prints one table: requests/s, p50, p99, errors, each endpoint's
-ratio to the bare-Flask ceiling measured in the same run with the same workers, and the CPU
+ratio to the bare-Flask ceiling measured in the same run with the same workers (in slices: each
+slice of an endpoint is followed by as long a slice of the ceiling, and the ratio is the median
+slice's, so the drift of a shared machine's speed cancels out), and the CPU
 time per request spent in the app's processes, in PostgreSQL's, in Redis and on the whole
 machine.  Results (with the machine description) are written to ``bench/results/``.
 
@@ -29,6 +31,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -249,6 +252,32 @@ def run_wrk(url: str, script: str, connections: int, duration: int, threads: int
             "raw": out}
 
 
+def merge_slices(parts: list[dict]) -> dict:
+    """One row from the slices of one endpoint: requests/s averaged over the slices, latency
+    percentiles the median slice's, errors and requests summed, CPU per request weighted by
+    each slice's requests."""
+    requests = sum(part["requests"] for part in parts)
+    cpu = {}
+    for name in parts[0]["cpu_us_per_request"]:
+        values = [(part["cpu_us_per_request"][name], part["requests"]) for part in parts]
+        cpu[name] = (None if any(v is None for v, _ in values) or not requests
+                     else sum(v * n for v, n in values) / requests)
+    sockets: dict[str, int] = {}
+    for part in parts:
+        for kind, count in part["socket_errors"].items():
+            sockets[kind] = sockets.get(kind, 0) + count
+
+    def median_of(key: str) -> float | None:
+        values = [part[key] for part in parts if part[key] is not None]
+        return statistics.median(values) if values else None
+
+    return {"rps": statistics.mean(part["rps"] for part in parts), "p50_ms": median_of("p50_ms"),
+            "p99_ms": median_of("p99_ms"), "errors": sum(part["errors"] for part in parts),
+            "non_2xx": sum(part["non_2xx"] for part in parts), "socket_errors": sockets,
+            "requests": requests, "cpu_us_per_request": cpu,
+            "slices_rps": [part["rps"] for part in parts]}
+
+
 #: The body of the update benchmark (and of the user it updates).
 UPSERT_BODY = {"email": "upsert@bench.example", "slug": "upsert", "plan": "scale",
                "rate_limit_per_minute": 1_000_000_000}
@@ -329,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES),
                         default=os.environ.get("BENCH_PROFILE", "production"))
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--duration", type=int, default=10, help="seconds measured per endpoint")
+    parser.add_argument("--duration", type=int, default=12, help="seconds measured per endpoint")
+    parser.add_argument("--slices", type=int, default=3,
+                        help="slices the measured seconds are cut into, each followed by as "
+                        "long a slice of the bare ceiling (the ratio is the median slice's)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per endpoint")
     parser.add_argument("--wrk-threads", type=int, default=2)
     # One sync worker per core: the configuration docs/operations.md recommends (measured).
@@ -398,17 +430,36 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append((f"{label} [baseline]", baseline.url, path, script))
         results = []
         redis_pid = redis_server.process.pid if redis_server else None
+        ceiling_url, ceiling_script = bare.url + "/bare", targets[0][3]
+        per_slice = max(1, round(args.duration / args.slices))
         for label, base, path, script in targets:
             if (args.only and args.only not in label
                     and not label.startswith(("bare", "stack floor"))):
                 continue
             run_wrk(base + path, script, args.connections, args.warmup, args.wrk_threads)
-            measured = run_wrk(base + path, script, args.connections, args.duration,
+            # Slices of the endpoint, each followed by a slice of the bare ceiling: the speed of
+            # a shared machine drifts from minute to minute, and a ratio to a ceiling measured
+            # seconds later cancels most of that drift.
+            parts, ceilings = [], []
+            for _ in range(args.slices):
+                part = run_wrk(base + path, script, args.connections, per_slice,
                                args.wrk_threads, app_pid=pids[base],
                                db_pid=cluster.postmaster_pid(), redis_pid=redis_pid)
-            measured.pop("raw")
+                part.pop("raw")
+                parts.append(part)
+                if base + path != ceiling_url:
+                    ceilings.append(run_wrk(ceiling_url, ceiling_script, args.connections,
+                                            per_slice, args.wrk_threads)["rps"])
+                else:
+                    ceilings.append(part["rps"])
+            measured = merge_slices(parts)
+            measured["ceiling_rps"] = ceilings
+            measured["ratio"] = statistics.median(
+                part["rps"] / ceiling if ceiling else 0.0
+                for part, ceiling in zip(parts, ceilings, strict=True))
             results.append({"endpoint": label, **measured})
-            print(f"  measured {label}: {measured['rps']:.0f} req/s", file=sys.stderr)
+            print(f"  measured {label}: {measured['rps']:.0f} req/s "
+                  f"({measured['ratio']:.0%} of the ceiling beside it)", file=sys.stderr)
         worker_rss = tree_rss_mib(cueline.process.pid)  # after every endpoint has run
     finally:
         for server in servers:
@@ -417,12 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             redis_server.stop()
         cluster.cleanup()
 
-    ceiling = results[0]["rps"] or 1.0
-    for row in results:
-        row["ratio"] = row["rps"] / ceiling
     header = (f"Profile {args.profile}: wrk, {args.connections} connections, "
-              f"{args.wrk_threads} threads, {args.warmup} s warm-up + {args.duration} s measured "
-              f"per endpoint; gunicorn {args.workers} × {args.worker_class}"
+              f"{args.wrk_threads} threads, {args.warmup} s warm-up + {args.slices} × "
+              f"{per_slice} s measured per endpoint, each slice followed by the bare route's; "
+              f"gunicorn {args.workers} × {args.worker_class}"
               f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}; "
               "PostgreSQL 15 on loopback; rate limiter on "
               f"{'Redis (redis-server on loopback)' if with_redis else 'memory://'}; request log "
@@ -442,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{micros(cpu['app'])} | {micros(cpu['postgres'])} | "
                      f"{micros(cpu['redis'])} | {micros(cpu['machine'])} |")
     notes = ("vs bare Flask: requests/s as a share of the bare Flask JSON route's, served in the "
-             "same run by the same gunicorn configuration. CPU µs/req: CPU time per request of "
+             "same run by the same gunicorn configuration, measured in slices: each slice of an "
+             f"endpoint ({per_slice} s) is followed by as long a slice of the bare route, and the "
+             "ratio is the median of the slices' ratios (req/s is the slices' mean). CPU µs/req: "
+             "CPU time per request of "
              "the serving gunicorn (master and workers), of PostgreSQL (all its processes), of "
              "redis-server, and of the whole machine (the rest is wrk and the kernel); the "
              "machine column is what bounds requests/s on a saturated host.")
