@@ -126,8 +126,15 @@ def seed(app) -> dict:
                    "plan": "scale", "rate_limit_per_minute": 1_000_000_000}
     assert client.put(f"/v1/internal/users/{upsert_id}", json=upsert_body, headers=service
                       ).status_code == 200
+    # The upsert floor rewrites a user of its own.
+    floor_upsert_id = str(uuid.uuid4())
+    floor_upsert_body = {**upsert_body, "email": "costs-floor@bench.example",
+                         "slug": "costs-floor"}
+    assert client.put(f"/v1/internal/users/{floor_upsert_id}", json=floor_upsert_body,
+                      headers=service).status_code == 200
     return {"user_id": user_id, "key": key, "sender": agents[0], "receiver": agents[1],
-            "upsert_id": upsert_id, "upsert_body": upsert_body}
+            "upsert_id": upsert_id, "upsert_body": upsert_body,
+            "floor_upsert_id": floor_upsert_id, "floor_upsert_body": floor_upsert_body}
 
 
 def requests_for(data: dict) -> list[tuple[str, dict]]:
@@ -214,6 +221,53 @@ def cpu_per_request(call, requests: int, rounds: int, reference=None) -> tuple[f
     return statistics.median(samples), statistics.median(ratios)
 
 
+def floor_requests(data: dict) -> list[tuple[str, dict]]:
+    """(label, EnvironBuilder arguments) of the floors (``bench/floor_app.py``) that bound the
+    endpoints of :func:`requests_for`."""
+    key = {"Authorization": f"Bearer {data['key']}"}
+    return [
+        ("floor: ORM key lookup + the rate limiter", {"path": "/floor", "headers": key}),
+        ("floor: key lookup with a 20-cue page + the rate limiter + the page as JSON", {
+            "path": "/floor-cues", "query_string": "limit=20", "headers": key}),
+        ("floor: the user upsert statement alone", {
+            "path": f"/floor-upsert/{data['floor_upsert_id']}", "method": "PUT",
+            "json": data["floor_upsert_body"]}),
+        ("floor: key lookup with the agents + the rate limiter + the message write", {
+            "path": "/floor-message", "method": "POST",
+            "headers": {**key, "X-Cueapi-From-Agent": data["sender"]},
+            "json": {"to": data["receiver"], "body": "floor message"}}),
+    ]
+
+
+def measure_floors(db_url: str, redis_url: str, data: dict, args) -> list[dict]:
+    """CPU per request of the floors, in-process like the endpoints (no SQL or Redis counts:
+    the floor app has its own engine)."""
+    import importlib.util
+
+    saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "RATELIMIT_STORAGE_URI")}
+    os.environ.update(DATABASE_URL=db_url, RATELIMIT_STORAGE_URI=redis_url)
+    try:
+        spec = importlib.util.spec_from_file_location("floor_app", ROOT / "bench" / "floor_app.py")
+        floor = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(floor)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    rows = []
+    for label, arguments in floor_requests(data):
+        if args.only and args.only not in label:
+            continue
+        call = caller(floor.app, arguments)
+        call()
+        micros, ratio = cpu_per_request(call, args.requests, args.rounds)
+        rows.append({"endpoint": label, "cpu_us": micros, "bare_ratio": ratio})
+        print(f"  {label}: {micros:.0f} µs ({ratio:.1f}× a bare route)", file=sys.__stderr__)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="requests per round")
@@ -224,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spin", type=float, default=0.0, help="after measuring, keep calling "
                         "the endpoints for this many seconds each (for an outside profiler: "
                         "py-spy record -- python bench/request_costs.py --only … --spin 30)")
+    parser.add_argument("--no-floors", action="store_true",
+                        help="skip the floors of bench/floor_app.py")
     args = parser.parse_args(argv)
 
     cluster = PostgresCluster().start()
@@ -272,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                     stats.sort_stats("cumulative").print_stats(60)
                     stats.sort_stats("tottime").print_stats(40)
                     print(out.getvalue(), file=sys.__stderr__)
+            if not args.no_floors:
+                results += measure_floors(db_url, redis_server.url, data, args)
     finally:
         redis_server.stop()
         cluster.cleanup()
@@ -282,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
               "CPU measured in the same rounds.")
     table = ["| Endpoint | SQL statements | Redis round trips | CPU µs/request | × bare route |",
              "|---|---:|---:|---:|---:|"]
-    table += [f"| {r['endpoint']} | {r['sql']} | {r['redis']} | {r['cpu_us']:.0f} | "
-              f"{r['bare_ratio']:.1f} |" for r in results]
+    table += [f"| {r['endpoint']} | {r.get('sql', '–')} | {r.get('redis', '–')} | "
+              f"{r['cpu_us']:.0f} | {r['bare_ratio']:.1f} |" for r in results]
     print(header)
     print("\n".join(table))
     RESULTS.mkdir(parents=True, exist_ok=True)
