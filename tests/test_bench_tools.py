@@ -136,3 +136,24 @@ def test_floor_routes_do_their_work(make_app):
     assert upserted.status_code == 200, upserted.get_json()
     me = client.get("/v1/auth/me", headers=key_headers(key)).get_json()
     assert (me["email"], me["slug"], me["plan"]) == ("floor@example.com", "floor", "pro")
+
+
+def test_slices_merge_into_one_row():
+    """Slices of one endpoint: req/s averaged, CPU weighted by requests, errors summed."""
+    from bench.http_bench import merge_slices
+
+    def part(rps, requests, app_us, p99, timeouts=0):
+        return {"rps": rps, "p50_ms": p99 / 2, "p99_ms": p99, "errors": timeouts, "non_2xx": 0,
+                "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": timeouts},
+                "requests": requests, "cpu_us_per_request": {
+                    "app": app_us, "postgres": None, "redis": 10.0, "machine": app_us * 2}}
+
+    row = merge_slices([part(100, 400, 1000.0, 30.0), part(300, 1200, 2000.0, 10.0, 2),
+                        part(200, 800, 1000.0, 20.0)])
+    assert row["rps"] == 200 and row["requests"] == 2400
+    assert row["p99_ms"] == 20.0 and row["p50_ms"] == 10.0  # the median slice's
+    assert row["errors"] == 2 and row["socket_errors"]["timeout"] == 2
+    cpu = row["cpu_us_per_request"]
+    assert cpu["app"] == pytest.approx((400 * 1000 + 1200 * 2000 + 800 * 1000) / 2400)
+    assert cpu["postgres"] is None and cpu["redis"] == pytest.approx(10.0)
+    assert row["slices_rps"] == [100, 300, 200]
