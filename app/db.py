@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import namedtuple
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from app.extensions import db
 
@@ -253,7 +254,7 @@ def insert_together(*writes: tuple[Any, dict[str, Any]]) -> None:
     params: dict[str, Any] = {}
     for _statement, part in writes:
         params.update(part)
-    db.session.execute(cached[1], params)
+    fetch_one_direct(cached[1], params)
 
 
 def upsert(model, values: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -270,6 +271,97 @@ def upsert(model, values: dict[str, Any], keys: tuple[str, ...]) -> None:
         index_elements=list(keys),
         set_={name: stmt.excluded[name] for name in values if name not in keys})
     db.session.execute(stmt)
+
+
+class _DriverStatement:
+    """A prebuilt Core statement compiled once for psycopg, with SQLAlchemy's type processing
+    for its parameters and result columns looked up once (see :func:`fetch_one_direct`)."""
+
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.statement = statement
+        self.sql = str(compiled)
+        # Statements whose SQL is finished only per execution (expanding ``IN``, renamed
+        # parameters) keep to SQLAlchemy's path.
+        self.direct = not (compiled.post_compile_params or compiled.literal_execute_params
+                           or compiled.escaped_bind_names)
+        # Keyed by the names the SQL renders (anonymous parameters get theirs when compiled);
+        # the processors are the dialect's versions of each type's, as SQLAlchemy applies them.
+        names = compiled.bind_names
+        self.bind_processors = {
+            names[bind]: processor for bind in compiled.binds.values()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
+        #: Values bound when the statement was built (``literal`` comparisons, constants).
+        self.bound = {names[bind]: bind.effective_value for bind in compiled.binds.values()
+                      if not bind.required}
+        columns = list(statement.exported_columns)
+        self.row_type = namedtuple("Row", [column.key for column in columns])
+        self.result_processors = [
+            (index, processor) for index, column in enumerate(columns)
+            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))]
+
+
+#: :class:`_DriverStatement` of each statement given to :func:`fetch_one_direct` (they are
+#: module-level or cached, so this stays small).
+_driver_statements: dict[int, _DriverStatement] = {}
+
+
+def _first_row(result):
+    return result.first() if result.returns_rows else None
+
+
+def fetch_one_direct(statement, params: dict[str, Any]):
+    """Execute a prebuilt Core statement on the session's connection and return its first row
+    (attribute access, like a SQLAlchemy ``Row``) or None.
+
+    On PostgreSQL the statement goes straight to psycopg: SQLAlchemy's execution layer (its
+    execution context, cursor result and row metadata) costs about 110 µs a statement here,
+    as much again as psycopg's own work (``bench/README.md#where-the-time-goes``).  What that
+    layer does for such a statement is kept: the SQL compiled once, every parameter and column
+    through its SQLAlchemy type's processors (UTC timestamps), errors raised as SQLAlchemy's
+    (``IntegrityError`` …), a dropped connection invalidated, ``before_cursor_execute``
+    listeners told.  For statements whose rows are read as values, not ORM objects; on SQLite
+    it is an ordinary ``session.execute``.
+    """
+    connection = db.session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        return _first_row(db.session.execute(statement, params))
+    prepared = _driver_statements.get(id(statement))
+    if prepared is None or prepared.statement is not statement:
+        if len(_driver_statements) >= 256:  # statements built per call would pile up here
+            _driver_statements.clear()
+        prepared = _driver_statements[id(statement)] = _DriverStatement(statement, dialect)
+    if not prepared.direct:
+        return _first_row(db.session.execute(statement, params))
+    if prepared.bound:
+        params = {**prepared.bound, **params}
+    if prepared.bind_processors:
+        params = dict(params)
+        for name, processor in prepared.bind_processors.items():
+            if name in params:
+                params[name] = processor(params[name])
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            connection.dispatch.before_cursor_execute(
+                connection, cursor, prepared.sql, params, None, False)
+            cursor.execute(prepared.sql, params)
+            row = cursor.fetchone() if cursor.description is not None else None
+    except dialect.loaded_dbapi.Error as exc:
+        disconnected = dialect.is_disconnect(exc, driver, None)
+        if disconnected:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(prepared.sql, params, exc, dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, connection_invalidated=disconnected,
+                                  dialect=dialect) from exc
+    if row is None:
+        return None
+    if prepared.result_processors:
+        row = list(row)
+        for index, processor in prepared.result_processors:
+            row[index] = processor(row[index])
+    return prepared.row_type(*row)
 
 
 def dialect_name() -> str:

@@ -402,10 +402,10 @@ def test_upsert_retries_when_a_concurrent_upsert_of_the_same_id_wins(delegation_
     client = delegation_app.test_client()
     user_id = uuid.uuid4()
     body = {"email": "race@example.com", "slug": "race", "plan": "pro"}
-    real_execute = db.session.execute
+    real_fetch = services.fetch_one_direct
     raced = []
 
-    def execute(statement, *args, **kwargs):
+    def fetch(statement, params):
         if not raced and getattr(statement, "table", None) is User.__table__:
             raced.append(True)
             with db.engine.begin() as other:  # the concurrent winner commits first
@@ -416,9 +416,9 @@ def test_upsert_retries_when_a_concurrent_upsert_of_the_same_id_wins(delegation_
                     api_key_hash="0" * 64, api_key_prefix="cue_sk_0000", webhook_secret="w",
                     active=True, created_at=utcnow(), updated_at=utcnow()))
             raise IntegrityError("INSERT INTO users …", {}, Exception("users_email_key"))
-        return real_execute(statement, *args, **kwargs)
+        return real_fetch(statement, params)
 
-    monkeypatch.setattr(services.db.session, "execute", execute)
+    monkeypatch.setattr(services, "fetch_one_direct", fetch)
     response = upsert(client, user_id, body)
     assert raced == [True]
     assert response.status_code == 200, response.get_json()

@@ -19,7 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.auth.tokens import generate_api_key, generate_webhook_secret, hash_secret, key_prefix
-from app.db import commit_keeping_state, dialect_name, utcnow, violated_columns
+from app.db import (commit_keeping_state, dialect_name, fetch_one_direct, utcnow,
+                    violated_columns)
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.users.models import (
@@ -228,7 +229,7 @@ def upsert_internal_user(user_id: uuid.UUID, data: dict[str, Any],
         params["owner"] = owner
     for attempt in range(_UPSERT_ATTEMPTS):
         try:
-            user = db.session.execute(statement, params).one_or_none()
+            user = fetch_one_direct(statement, params)
             if user is None:
                 raise OwnerConflict()
             commit_keeping_state()

@@ -1,0 +1,98 @@
+"""``app.db.fetch_one_direct``: a prebuilt statement straight on psycopg gives what SQLAlchemy's
+execution would (values through their types, errors as SQLAlchemy's, listeners told), on both
+backends; a dropped connection is invalidated so the next request gets a good one."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import JSON, String, bindparam, event, literal, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from app.db import fetch_one_direct, utcnow, violated_columns
+from app.extensions import db
+from app.users.models import User
+from app.users.services import OPTIONAL_UPSERT_FIELDS, _upsert_statement
+
+
+def _user_values(**overrides):
+    now = utcnow()
+    values = {**OPTIONAL_UPSERT_FIELDS, "active": True, "id": uuid.uuid4(),
+              "email": "direct@example.com", "slug": "direct", "api_key_hash": secrets.token_hex(32),
+              "api_key_prefix": "cue_sk_aaaa", "webhook_secret": "whsec_x",
+              "created_at": now, "updated_at": now}
+    values.update(overrides)
+    return {f"new_{name}": value for name, value in values.items()}
+
+
+def test_the_row_is_what_sqlalchemy_reads(app, backend):
+    with app.app_context():
+        if backend == "postgresql":
+            # A server zone other than UTC: the column's type still answers in UTC.
+            db.session.execute(text("SET TIME ZONE 'America/New_York'"))
+        params = _user_values()
+        row = fetch_one_direct(_upsert_statement(backend, (), False), params)
+        db.session.commit()
+        stored = db.session.execute(select(*User.__table__.c).where(
+            User.id == params["new_id"])).one()
+        assert row._asdict() == stored._asdict()
+        assert row.created_at.tzinfo is UTC or row.created_at.utcoffset().total_seconds() == 0
+        assert row.created_at == params["new_created_at"]
+        assert isinstance(row.id, uuid.UUID) and row.active is True
+
+
+def test_literals_and_json_parameters_are_bound(app):
+    statement = select(bindparam("doc", type_=JSON).label("doc"),
+                       literal("constant", String).label("word"))
+    with app.app_context():
+        row = fetch_one_direct(statement, {"doc": {"a": [1, 2], "b": None}})
+    assert row.doc == {"a": [1, 2], "b": None}
+    assert row.word == "constant"
+
+
+def test_a_statement_without_rows_answers_none(app):
+    with app.app_context():
+        assert fetch_one_direct(
+            User.__table__.delete().where(User.id == bindparam("gone")),
+            {"gone": uuid.uuid4()}) is None
+
+
+def test_a_unique_violation_is_sqlalchemys_integrity_error(app, backend):
+    statement = _upsert_statement(backend, (), False)
+    with app.app_context():
+        fetch_one_direct(statement, _user_values())
+        db.session.commit()
+        with pytest.raises(IntegrityError) as caught:
+            fetch_one_direct(statement, _user_values(slug="other"))
+        db.session.rollback()
+        assert violated_columns(caught.value) == {"users.email"}
+        assert "SQL parameters hidden" in str(caught.value)
+
+
+def test_listeners_see_the_statement(app):
+    seen = []
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_rest: seen.append(statement))
+        fetch_one_direct(select(literal(1, String).label("one")), {})
+    assert len(seen) == 1 and seen[0].startswith("SELECT")
+
+
+def test_a_dropped_connection_is_invalidated_and_replaced(app, backend):
+    if backend != "postgresql":
+        pytest.skip("a PostgreSQL server connection")
+    statement = select(literal(1, String).label("one"))
+    with app.app_context():
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as caught:
+            fetch_one_direct(statement, {})
+        assert caught.value.connection_invalidated
+        db.session.rollback()
+        db.session.close()
+        assert fetch_one_direct(statement, {}).one == "1"
+        assert datetime.now(UTC)  # the app context still works after the failure
