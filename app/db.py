@@ -310,7 +310,7 @@ def _first_row(result):
     return result.first() if result.returns_rows else None
 
 
-def fetch_one_direct(statement, params: dict[str, Any]):
+def fetch_one_direct(statement, params: dict[str, Any], session=None):
     """Execute a prebuilt Core statement on the session's connection and return its first row
     (attribute access, like a SQLAlchemy ``Row``) or None.
 
@@ -321,19 +321,20 @@ def fetch_one_direct(statement, params: dict[str, Any]):
     through its SQLAlchemy type's processors (UTC timestamps), errors raised as SQLAlchemy's
     (``IntegrityError`` …), a dropped connection invalidated, ``before_cursor_execute``
     listeners told.  For statements whose rows are read as values, not ORM objects; on SQLite
-    it is an ordinary ``session.execute``.
+    it is an ordinary ``session.execute``.  ``session`` defaults to the app's.
     """
-    connection = db.session.connection()
+    session = session if session is not None else db.session
+    connection = session.connection()
     dialect = connection.dialect
     if dialect.name != "postgresql":
-        return _first_row(db.session.execute(statement, params))
+        return _first_row(session.execute(statement, params))
     prepared = _driver_statements.get(id(statement))
     if prepared is None or prepared.statement is not statement:
         if len(_driver_statements) >= 256:  # statements built per call would pile up here
             _driver_statements.clear()
         prepared = _driver_statements[id(statement)] = _DriverStatement(statement, dialect)
     if not prepared.direct:
-        return _first_row(db.session.execute(statement, params))
+        return _first_row(session.execute(statement, params))
     if prepared.bound:
         params = {**prepared.bound, **params}
     if prepared.bind_processors:

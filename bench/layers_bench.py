@@ -2,12 +2,14 @@
 
 Each route below answers one request with one more layer than the one before: a bare Flask
 JSON route; the same with one indexed lookup over a raw psycopg connection; through a
-SQLAlchemy Core connection; through the Flask-SQLAlchemy session (Core statement, then ORM
-entity); in a transaction instead of autocommit; and a bare route counted by Cueline's rate
+SQLAlchemy Core connection; through the Flask-SQLAlchemy session (Core statement; the same on
+the session's connection straight on psycopg, as ``app.db.fetch_one_direct`` runs Cueline's hot
+writes; then ORM entity); in a transaction instead of autocommit; and a bare route counted by Cueline's rate
 limiter.
 The WSGI app is called directly with a prebuilt environ, so the numbers are the CPU time of
 Flask and the libraries alone (median of five rounds), without gunicorn, sockets or the load
-generator.  ``bench/http_bench.py`` measures the same stack served over HTTP.
+generator; the layers take turns in blocks of a few calls, so a drift in the machine's speed
+reaches them all alike.  ``bench/http_bench.py`` measures the same stack served over HTTP.
 
 A second table prices one PostgreSQL round trip on its own (a prepared ``SELECT 1`` over raw
 psycopg): the client's CPU and the wall time, with the client and its backend pinned to the
@@ -41,6 +43,7 @@ from sqlalchemy import Integer, String, Uuid, bindparam, create_engine, select  
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
+from app.db import fetch_one_direct  # noqa: E402
 from app.ratelimit import Bucket, RequestLimiter  # noqa: E402
 from bench.http_bench import RESULTS, machine  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
@@ -110,6 +113,12 @@ def build_apps(url: str) -> list[tuple[str, Flask, str]]:
         row = orm.session.execute(core, {"h": KEY_HASH}).one()
         return {"id": str(row.id), "slug": row.slug}
 
+    @app.get("/session-direct")
+    def session_direct():
+        orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        row = fetch_one_direct(core, {"h": KEY_HASH}, session=orm.session)
+        return {"id": str(row.id), "slug": row.slug}
+
     @app.get("/session-entity")
     def session_entity():
         orm.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -141,14 +150,20 @@ def build_apps(url: str) -> list[tuple[str, Flask, str]]:
         ("+ one raw psycopg query (autocommit)", app, "/raw"),
         ("+ the query through a SQLAlchemy Core connection", app, "/core"),
         ("+ the query through the Flask-SQLAlchemy session", app, "/session-core"),
+        ("the session's query straight on psycopg instead (app.db.fetch_one_direct)", app,
+         "/session-direct"),
         ("+ the row as an ORM entity", app, "/session-entity"),
         ("+ in a transaction (BEGIN … ROLLBACK)", app, "/session-entity-transaction"),
         ("bare Flask JSON route + Cueline's rate limiter (memory://)", limited, "/bare"),
     ]
 
 
-def cpu_per_request(app: Flask, path: str, requests: int, rounds: int) -> float:
-    """Median CPU microseconds per request over ``rounds`` rounds of ``requests`` calls."""
+#: Calls of each layer per block: the layers take turns in blocks this short.
+BLOCK = 5
+
+
+def caller(app: Flask, path: str):
+    """A function answering one request to ``app`` at ``path`` (asserting a 200)."""
     environ = EnvironBuilder(path=path).get_environ()
 
     def start_response(status, _headers, _exc_info=None):
@@ -160,15 +175,32 @@ def cpu_per_request(app: Flask, path: str, requests: int, rounds: int) -> float:
         if hasattr(body, "close"):
             body.close()
 
-    for _ in range(requests // 10):
-        call()
-    samples = []
-    for _ in range(rounds):
-        started = time.process_time()
-        for _ in range(requests):
+    return call
+
+
+def cpu_per_request(calls: list, requests: int, rounds: int) -> list[float]:
+    """Median CPU µs per request of each of ``calls`` over ``rounds`` rounds of ``requests``.
+
+    The layers take turns in blocks of :data:`BLOCK` calls, each timed on this thread's CPU
+    clock: a core of this shared machine changes speed by up to 2× from one second to the
+    next, and layers measured one after another would compare those seconds, not the layers.
+    """
+    for call in calls:
+        for _ in range(requests // 10):
             call()
-        samples.append((time.process_time() - started) / requests * 1e6)
-    return statistics.median(samples)
+    blocks = max(requests // BLOCK, 1)
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        spent = [0.0] * len(calls)
+        for _ in range(blocks):
+            for index, call in enumerate(calls):
+                started = time.thread_time()
+                for _ in range(BLOCK):
+                    call()
+                spent[index] += time.thread_time() - started
+        for index, total in enumerate(spent):
+            samples[index].append(total / (blocks * BLOCK) * 1e6)
+    return [statistics.median(each) for each in samples]
 
 
 def round_trip_costs(url: str, queries: int = ROUND_TRIP_QUERIES) -> list[dict]:
@@ -220,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                                "api_key_hash varchar(64) UNIQUE, rate_limit_per_minute int)")
             connection.execute("INSERT INTO users VALUES (%s, 'layers', 'free', %s, 0)",
                                (uuid.uuid4(), KEY_HASH))
+        layers = build_apps(url)
+        costs = cpu_per_request([caller(app, path) for _label, app, path in layers],
+                                args.requests, args.rounds)
         results = []
-        for label, app, path in build_apps(url):
-            micros = cpu_per_request(app, path, args.requests, args.rounds)
+        for (label, _app, _path), micros in zip(layers, costs):
             results.append({"layer": label, "cpu_us_per_request": micros})
             print(f"  {label}: {micros:.0f} µs", file=sys.stderr)
         round_trips = round_trip_costs(url)
