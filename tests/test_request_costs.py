@@ -303,3 +303,49 @@ def mint_session_for(limited_app):
 
     limited_app.config["SESSION_SECRET"] = SESSION_SECRET
     return lambda user_id: mint_session(user_id)
+
+
+def test_the_cue_page_takes_each_backends_shape_in_one_process(request):
+    """A process serving PostgreSQL and then SQLite (the suite does) reads the caller's cue page
+    as a LATERAL subquery on PostgreSQL and as a plain join on SQLite, whichever it built first
+    (the lookup statements are cached per page shape, not built once for the first dialect)."""
+    from app import create_app
+    from app.auth import resolver
+    from app.extensions import db
+    from app.scheduling.services import cues
+    from tests.helpers import SESSION_SECRET
+
+    cues._page_source.cache_clear()
+    resolver._user_by_key_hash.cache_clear()
+    resolver._user_by_id.cache_clear()
+    for backend in ("postgresql", "sqlite"):
+        url = request.getfixturevalue(f"_{backend}_url")
+        app = create_app({"ENV": "test", "DATABASE_URL": url, "SESSION_SECRET": SESSION_SECRET,
+                          "RATELIMIT_ENABLED": False, "EXTERNAL_AUTH_BACKEND": True,
+                          "INTERNAL_AUTH_TOKEN": SERVICE_TOKEN})
+        client = app.test_client()
+        user_id = str(uuid.uuid4())
+        assert client.put(f"/v1/internal/users/{user_id}", headers=service_headers(), json={
+            "email": f"{user_id[:8]}@example.com", "slug": f"s-{user_id[:8]}"}
+        ).status_code == 200
+        key = client.post("/v1/auth/key/regenerate", headers={
+            **service_headers(user_id), "X-Confirm-Destructive": "true"}).get_json()["api_key"]
+        bearer = {"Authorization": f"Bearer {key}"}
+        assert client.post("/v1/cues", headers=bearer, json={
+            "name": "shape", "transport": "worker",
+            "schedule": {"type": "recurring", "cron": "0 0 1 1 *"}}).status_code == 201
+        seen: list[str] = []
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_rest: seen.append(statement))
+        for by in (bearer, service_headers(user_id)):
+            seen.clear()
+            response = client.get("/v1/cues?limit=20", headers=by)
+            assert response.status_code == 200, response.get_json()
+            assert [c["name"] for c in response.get_json()["cues"]] == ["shape"]
+            assert len(seen) == 1
+            assert ("LATERAL" in seen[0]) == (backend == "postgresql")
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()

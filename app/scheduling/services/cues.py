@@ -244,20 +244,20 @@ def _cue_count(with_status: bool):
 # all of the user's cues first.  SQLite has no LATERAL, and needs none: it sees that the user
 # lookup yields one row, and reads the joined cues in index order.
 
-def _page_columns(with_status: bool):
+def _page_columns(with_status: bool, lateral: bool):
     def columns() -> tuple:
-        page = _page_source(with_status)
+        page = _page_source(with_status, lateral)
         total = null() if with_status else UserCueTotal.__table__.c.cues
         return (*page.c, total.label("_total"))
     return columns
 
 
 @cache
-def _page_source(with_status: bool):
-    """The joined cues: on PostgreSQL a LATERAL page of them, elsewhere the table itself."""
+def _page_source(with_status: bool, lateral: bool):
+    """The joined cues: a LATERAL page of them (PostgreSQL), or the table itself."""
     from app.users.models import User
 
-    if db.engine.dialect.name != "postgresql":
+    if not lateral:
         return Cue.__table__
     cues = Cue.__table__.c
     condition = cues.user_id == User.__table__.c.id
@@ -268,12 +268,12 @@ def _page_source(with_status: bool):
             .lateral("page"))
 
 
-def _page_join(with_status: bool):
+def _page_join(with_status: bool, lateral: bool):
     from app.users.models import User
 
     def joins() -> tuple:
         users = User.__table__.c
-        page = _page_source(with_status)
+        page = _page_source(with_status, lateral)
         if page is Cue.__table__:
             onclause = page.c.user_id == users.id
             if with_status:
@@ -289,13 +289,13 @@ def _page_join(with_status: bool):
     return joins
 
 
-def _page_order_of(with_status: bool):
+def _page_order_of(with_status: bool, lateral: bool):
     def order() -> tuple:
-        page = _page_source(with_status)
+        page = _page_source(with_status, lateral)
         return page.c.created_at.desc(), page.c.id.desc()
     return order
 
-def _page_params(with_status: bool):
+def _page_params(with_status: bool, lateral: bool):
     """The page's parameters from the query string, or None when it does not parse (the view's
     validation answers then); the view uses the rows only if its validated query agrees.
 
@@ -313,25 +313,29 @@ def _page_params(with_status: bool):
         if not (1 <= limit <= 100 and 0 <= offset <= 10_000_000):
             return None
         g.cue_page_read = (status, limit, offset)
-        lateral = _page_source(with_status) is not Cue.__table__
         return {"page_status": status, "page_limit": limit,
                 "page_offset": 0 if lateral else offset, "lateral_offset": offset}
 
     return params
 
 
-CUE_PAGE_WITH_CALLER = CallerExtras("cue_page", _page_columns(False), _page_params(False),
-                                    _page_join(False), _page_order_of(False))
-_CUE_PAGE_BY_STATUS_WITH_CALLER = CallerExtras("cue_page", _page_columns(True),
-                                               _page_params(True), _page_join(True),
-                                               _page_order_of(True))
+def _page_extras(with_status: bool, lateral: bool) -> CallerExtras:
+    return CallerExtras("cue_page", _page_columns(with_status, lateral),
+                        _page_params(with_status, lateral), _page_join(with_status, lateral),
+                        _page_order_of(with_status, lateral))
+
+
+#: The page extras by (``status`` filter, LATERAL page).  One object per dialect's shape, so the
+#: lookup statements cached per extras object are never built for one dialect and run on the
+#: other (a process serving two databases: the test suite).
+_PAGE_EXTRAS = {(with_status, lateral): _page_extras(with_status, lateral)
+                for with_status in (False, True) for lateral in (False, True)}
+CUE_PAGE_WITH_CALLER = _PAGE_EXTRAS[False, False]
 
 
 def cue_page_with_caller() -> CallerExtras:
     """The page extras for this request (with or without the ``status`` filter)."""
-    if "status" in request.args:
-        return _CUE_PAGE_BY_STATUS_WITH_CALLER
-    return CUE_PAGE_WITH_CALLER
+    return _PAGE_EXTRAS["status" in request.args, db.engine.dialect.name == "postgresql"]
 
 
 def cue_detail(user: User, cue_id: str, limit: int, offset: int
