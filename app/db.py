@@ -281,10 +281,11 @@ class _DriverStatement:
         compiled = statement.compile(dialect=dialect)
         self.statement = statement
         self.sql = str(compiled)
-        # Statements whose SQL is finished only per execution (expanding ``IN``, renamed
-        # parameters) keep to SQLAlchemy's path.
+        # Statements whose SQL or values are finished only per execution (expanding ``IN``,
+        # renamed parameters, values computed by a callable) keep to SQLAlchemy's path.
         self.direct = not (compiled.post_compile_params or compiled.literal_execute_params
-                           or compiled.escaped_bind_names)
+                           or compiled.escaped_bind_names
+                           or any(bind.callable is not None for bind in compiled.binds.values()))
         # Keyed by the names the SQL renders (anonymous parameters get theirs when compiled);
         # the processors are the dialect's versions of each type's, as SQLAlchemy applies them.
         names = compiled.bind_names
@@ -293,7 +294,7 @@ class _DriverStatement:
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
         #: Values bound when the statement was built (``literal`` comparisons, constants).
         self.bound = {names[bind]: bind.effective_value for bind in compiled.binds.values()
-                      if not bind.required}
+                      if not bind.required} if self.direct else {}
         columns = list(statement.exported_columns)
         self.row_type = namedtuple("Row", [column.key for column in columns])
         self.result_processors = [
@@ -316,7 +317,7 @@ def fetch_one_direct(statement, params: dict[str, Any], session=None):
 
     On PostgreSQL the statement goes straight to psycopg: SQLAlchemy's execution layer (its
     execution context, cursor result and row metadata) costs about 110 µs a statement here,
-    as much again as psycopg's own work (``bench/README.md#where-the-time-goes``).  What that
+    as much again as psycopg's own work (docs/operations.md, "Sizing").  What that
     layer does for such a statement is kept: the SQL compiled once, every parameter and column
     through its SQLAlchemy type's processors (UTC timestamps), errors raised as SQLAlchemy's
     (``IntegrityError`` …), a dropped connection invalidated, ``before_cursor_execute``
@@ -335,10 +336,8 @@ def fetch_one_direct(statement, params: dict[str, Any], session=None):
         prepared = _driver_statements[id(statement)] = _DriverStatement(statement, dialect)
     if not prepared.direct:
         return _first_row(session.execute(statement, params))
-    if prepared.bound:
+    if prepared.bound or prepared.bind_processors:
         params = {**prepared.bound, **params}
-    if prepared.bind_processors:
-        params = dict(params)
         for name, processor in prepared.bind_processors.items():
             if name in params:
                 params[name] = processor(params[name])

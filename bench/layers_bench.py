@@ -4,8 +4,8 @@ Each route below answers one request with one more layer than the one before: a 
 JSON route; the same with one indexed lookup over a raw psycopg connection; through a
 SQLAlchemy Core connection; through the Flask-SQLAlchemy session (Core statement; the same on
 the session's connection straight on psycopg, as ``app.db.fetch_one_direct`` runs Cueline's hot
-writes; then ORM entity); in a transaction instead of autocommit; and a bare route counted by Cueline's rate
-limiter.
+writes; then ORM entity); in a transaction instead of autocommit; and a bare route counted by
+Cueline's rate limiter.
 The WSGI app is called directly with a prebuilt environ, so the numbers are the CPU time of
 Flask and the libraries alone (median of five rounds), without gunicorn, sockets or the load
 generator; the layers take turns in blocks of a few calls, so a drift in the machine's speed
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         costs = cpu_per_request([caller(app, path) for _label, app, path in layers],
                                 args.requests, args.rounds)
         results = []
-        for (label, _app, _path), micros in zip(layers, costs):
+        for (label, _app, _path), micros in zip(layers, costs, strict=True):
             results.append({"layer": label, "cpu_us_per_request": micros})
             print(f"  {label}: {micros:.0f} µs", file=sys.stderr)
         round_trips = round_trip_costs(url)

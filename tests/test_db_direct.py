@@ -21,7 +21,8 @@ from app.users.services import OPTIONAL_UPSERT_FIELDS, _upsert_statement
 def _user_values(**overrides):
     now = utcnow()
     values = {**OPTIONAL_UPSERT_FIELDS, "active": True, "id": uuid.uuid4(),
-              "email": "direct@example.com", "slug": "direct", "api_key_hash": secrets.token_hex(32),
+              "email": "direct@example.com", "slug": "direct",
+              "api_key_hash": secrets.token_hex(32),
               "api_key_prefix": "cue_sk_aaaa", "webhook_secret": "whsec_x",
               "created_at": now, "updated_at": now}
     values.update(overrides)
@@ -51,6 +52,14 @@ def test_literals_and_json_parameters_are_bound(app):
         row = fetch_one_direct(statement, {"doc": {"a": [1, 2], "b": None}})
     assert row.doc == {"a": [1, 2], "b": None}
     assert row.word == "constant"
+
+
+def test_a_value_computed_per_execution_is_computed_each_time(app):
+    counter = iter(range(1, 100))
+    statement = select(bindparam("n", callable_=lambda: str(next(counter)), type_=String)
+                       .label("n"))
+    with app.app_context():
+        assert [fetch_one_direct(statement, {}).n for _ in range(2)] == ["1", "2"]
 
 
 def test_a_statement_without_rows_answers_none(app):

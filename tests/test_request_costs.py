@@ -338,7 +338,7 @@ def test_the_cue_page_takes_each_backends_shape_in_one_process(request):
         with app.app_context():
             engine = db.engine
         event.listen(engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_rest: seen.append(statement))
+                     lambda _c, _cur, statement, *_rest, seen=seen: seen.append(statement))
         for by in (bearer, service_headers(user_id)):
             seen.clear()
             response = client.get("/v1/cues?limit=20", headers=by)
