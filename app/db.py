@@ -296,7 +296,9 @@ class _DriverStatement:
         self.bound = {names[bind]: bind.effective_value for bind in compiled.binds.values()
                       if not bind.required} if self.direct else {}
         columns = list(statement.exported_columns)
-        self.row_type = namedtuple("Row", [column.key for column in columns])
+        # Unnamed or repeated columns (a scalar subquery, two tables' ``id``) get positional
+        # names; the row is still read by index.
+        self.row_type = namedtuple("Row", [str(column.key) for column in columns], rename=True)
         self.result_processors = [
             (index, processor) for index, column in enumerate(columns)
             if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))]
@@ -308,7 +310,7 @@ _driver_statements: dict[int, _DriverStatement] = {}
 
 
 def _first_row(result):
-    return result.first() if result.returns_rows else None
+    return result.first() if getattr(result, "returns_rows", True) else None
 
 
 def fetch_one_direct(statement, params: dict[str, Any], session=None):

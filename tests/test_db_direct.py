@@ -105,3 +105,37 @@ def test_a_dropped_connection_is_invalidated_and_replaced(app, backend):
         db.session.close()
         assert fetch_one_direct(statement, {}).one == "1"
         assert datetime.now(UTC)  # the app context still works after the failure
+
+
+def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
+    """The key lookup on PostgreSQL builds the ``User`` from the driver's row: it is the row
+    the ORM would load (UTC timestamps under a non-UTC server zone), persistent and unchanged
+    in the session, and a change to it is saved on commit like any loaded user's."""
+    from sqlalchemy import inspect
+
+    from app.auth.resolver import _user_by_key_hash, _user_direct
+
+    params = _user_values()
+    with app.app_context():
+        fetch_one_direct(_upsert_statement(backend, (), False), params)
+        db.session.commit()
+        db.session.remove()
+        if backend == "postgresql":
+            db.session.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
+        found, user, extras = _user_direct(_user_by_key_hash(None),
+                                           {"key_hash": params["new_api_key_hash"]})
+        if backend != "postgresql":
+            assert (found, user) == (False, None)  # SQLite reads the caller through the ORM
+            return
+        assert found and extras == ()
+        state = inspect(user)
+        assert state.persistent and not db.session.dirty and not db.session.new
+        assert user.created_at == params["new_created_at"]
+        assert user.created_at.utcoffset().total_seconds() == 0
+        assert db.session.get(User, params["new_id"]) is user  # in the identity map
+        user.plan = "pro"
+        db.session.commit()
+        db.session.remove()
+        assert db.session.get(User, params["new_id"]).plan == "pro"
+        missing = _user_direct(_user_by_key_hash(None), {"key_hash": "0" * 64})
+        assert missing == (True, None, ())
