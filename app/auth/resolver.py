@@ -239,7 +239,7 @@ def _user_direct(statement, params: dict):
 
     Returns ``(found, user, extras)``; ``found`` is False when this path does not apply (then
     the caller runs the lookup through the ORM).  Reading the row through the ORM costs about
-    65 µs more a request (bench/README.md, "Where the time goes"): a request's session is
+    65 µs more a request (bench/README.md, "Production profile"): a request's session is
     fresh, so the entity is built from the row and attached to the session as if loaded —
     unchanged, in the identity map, saved on commit like any loaded user if a view changes
     it.  A user already in the session (a request inside another's) takes the ORM path.
