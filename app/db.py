@@ -213,14 +213,33 @@ def commit_keeping_state() -> None:
     every loaded object, so serializing them re-reads each one (a round trip apiece).  The
     values in memory are the ones just committed; columns the database filled in itself are
     still loaded lazily, and the next request has a fresh session.
+
+    In a :func:`single_statement` view on PostgreSQL every statement has already committed
+    itself; when the session holds no unsaved change either, there is nothing to commit, and
+    the ORM's commit (flush, connection commit, closing the transaction: about 100 µs of a
+    message send) is skipped.  The request's teardown closes the session as it does after any
+    read.
     """
     session = db.session()
+    if _autocommitted_and_clean(session):
+        return
     previous = session.expire_on_commit
     session.expire_on_commit = False
     try:
         session.commit()
     finally:
         session.expire_on_commit = previous
+
+
+def _autocommitted_and_clean(session) -> bool:
+    """Whether ``session``'s transaction runs on an autocommit connection (see
+    :func:`start_autocommit_request`) and has nothing to flush."""
+    transaction = session.get_transaction()
+    if transaction is None or session.new or session.deleted or session.dirty:
+        return False
+    # The transaction's own connection (taken already: a view commits after its statements).
+    options = session.connection().get_execution_options()
+    return options.get("isolation_level") == "AUTOCOMMIT"
 
 
 #: Combined statements of :func:`insert_together`, by the identities of their parts.

@@ -139,3 +139,32 @@ def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
         assert db.session.get(User, params["new_id"]).plan == "pro"
         missing = _user_direct(_user_by_key_hash(None), {"key_hash": "0" * 64})
         assert missing == (True, None, ())
+
+
+def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app, backend):
+    """``commit_keeping_state`` in a single-statement view on PostgreSQL: the statements have
+    committed themselves, so with nothing unsaved in the session it commits nothing (the
+    transaction stays until teardown); a change to a loaded object is still saved."""
+    from app.db import commit_keeping_state
+
+    params = _user_values()
+    with app.app_context():
+        if backend == "postgresql":
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        fetch_one_direct(_upsert_statement(backend, (), False), params)
+        commit_keeping_state()
+        skipped = db.session().get_transaction() is not None
+        assert skipped == (backend == "postgresql")
+        with db.engine.connect() as other:  # written, whichever way
+            assert other.execute(select(User.id).where(User.id == params["new_id"])).scalar()
+        db.session.remove()
+
+        if backend == "postgresql":
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        user = db.session.get(User, params["new_id"])
+        user.plan = "pro"
+        commit_keeping_state()
+        assert db.session().get_transaction() is None  # committed: there was a change
+        assert user.plan == "pro"  # and not expired
+        db.session.remove()
+        assert db.session.get(User, params["new_id"]).plan == "pro"
