@@ -7,9 +7,12 @@ a violated unique constraint) lives here so services stay portable.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import time
 from collections import namedtuple
+from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -315,9 +318,10 @@ class _DriverStatement:
         self.bound = {names[bind]: bind.effective_value for bind in compiled.binds.values()
                       if not bind.required} if self.direct else {}
         columns = list(statement.exported_columns)
-        # Unnamed or repeated columns (a scalar subquery, two tables' ``id``) get positional
-        # names; the row is still read by index.
-        self.row_type = namedtuple("Row", [str(column.key) for column in columns], rename=True)
+        # Known here, not asked of the cursor: psycopg builds ``cursor.description`` afresh on
+        # each access, an object per column (about 70 µs for a send's 42 columns).
+        self.returns_rows = bool(columns)
+        self.row_type = row_type([str(column.key) for column in columns])
         self.result_processors = [
             (index, processor) for index, column in enumerate(columns)
             if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))]
@@ -346,17 +350,28 @@ def fetch_one_direct(statement, params: dict[str, Any], session=None):
     it is an ordinary ``session.execute``.  ``session`` defaults to the app's.
     """
     session = session if session is not None else db.session
+    ran = _execute_direct(statement, params, session, many=False)
+    if ran is None:
+        return _first_row(session.execute(statement, params))
+    prepared, rows = ran
+    return prepared.row_type(*rows[0]) if rows else None
+
+
+def _execute_direct(statement, params: dict[str, Any], session, *, many: bool):
+    """Run ``statement`` straight on psycopg (see :func:`fetch_one_direct`): its
+    :class:`_DriverStatement` and its first row (or all rows), each a list of processed values;
+    None where it must go through SQLAlchemy instead (SQLite, per-execution SQL)."""
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name != "postgresql":
-        return _first_row(session.execute(statement, params))
+        return None
     prepared = _driver_statements.get(id(statement))
     if prepared is None or prepared.statement is not statement:
         if len(_driver_statements) >= 256:  # statements built per call would pile up here
             _driver_statements.clear()
         prepared = _driver_statements[id(statement)] = _DriverStatement(statement, dialect)
     if not prepared.direct:
-        return _first_row(session.execute(statement, params))
+        return None
     if prepared.bound or prepared.bind_processors:
         params = {**prepared.bound, **params}
         for name, processor in prepared.bind_processors.items():
@@ -368,7 +383,13 @@ def fetch_one_direct(statement, params: dict[str, Any], session=None):
             connection.dispatch.before_cursor_execute(
                 connection, cursor, prepared.sql, params, None, False)
             cursor.execute(prepared.sql, params)
-            row = cursor.fetchone() if cursor.description is not None else None
+            if not prepared.returns_rows:
+                rows = []
+            elif many:
+                rows = cursor.fetchall()
+            else:
+                first = cursor.fetchone()
+                rows = [first] if first is not None else []
     except dialect.loaded_dbapi.Error as exc:
         disconnected = dialect.is_disconnect(exc, driver, None)
         if disconnected:
@@ -376,13 +397,138 @@ def fetch_one_direct(statement, params: dict[str, Any], session=None):
         raise DBAPIError.instance(prepared.sql, params, exc, dialect.loaded_dbapi.Error,
                                   hide_parameters=True, connection_invalidated=disconnected,
                                   dialect=dialect) from exc
-    if row is None:
-        return None
+    rows = [list(row) for row in rows]
     if prepared.result_processors:
-        row = list(row)
-        for index, processor in prepared.result_processors:
-            row[index] = processor(row[index])
-    return prepared.row_type(*row)
+        for row in rows:
+            for index, processor in prepared.result_processors:
+                row[index] = processor(row[index])
+    return prepared, rows
+
+
+def row_type(names: list[str]) -> type:
+    """A named-tuple row type with fields ``names``, read like a SQLAlchemy ``Row``.
+
+    A name a named tuple cannot take (``_total``, a repeated ``id``, a scalar subquery's
+    anonymous one) gets a positional field; a valid one starting with ``_`` is still readable by
+    its name, through a property.
+    """
+    base = namedtuple("Row", names, rename=True)
+    aliases = {name: property(operator.itemgetter(index), doc=f"Field {index}")
+               for index, (name, field) in enumerate(zip(names, base._fields, strict=True))
+               if name != field and name.isidentifier() and name not in vars(base)
+               and names.count(name) == 1}
+    if not aliases:
+        return base
+    return type("Row", (base,), {"__slots__": (), **aliases})
+
+
+@dataclass(frozen=True)
+class _EntityPlan:
+    """How a row of an ORM ``select`` maps to its entities: each one's class, its attribute
+    keys (in column order), where its columns start, and where its primary key is among them;
+    the plain value columns that follow the entities form a :func:`row_type` row."""
+
+    entities: tuple[tuple[Any, tuple[str, ...], int, tuple[int, ...]], ...]
+    values_from: int
+    values_type: type | None
+
+
+@lru_cache(maxsize=64)
+def _entity_plan(statement) -> _EntityPlan | None:
+    """The :class:`_EntityPlan` of ``statement``, or None when its entities are not plain
+    mapped tables (deferred or computed attributes, inheritance) or not all first."""
+    from sqlalchemy import inspect
+
+    columns = list(statement.exported_columns)
+    entities, position = [], 0
+    for description in statement.column_descriptions:
+        info = inspect(description["expr"], raiseerr=False)
+        if not (getattr(info, "is_mapper", False) or getattr(info, "is_aliased_class", False)):
+            break
+        mapper = info.mapper
+        # Built the way the ORM's loader builds an object (values into its ``__dict__``, no
+        # ``__init__``, no attribute events), less its ``load`` event: only for entities
+        # without load listeners (``Mutable`` types), validators or inheritance.
+        if (mapper.inherits is not None or mapper.polymorphic_on is not None
+                or mapper.validators or mapper.class_manager.dispatch.load):
+            return None
+        attrs = mapper.column_attrs
+        own = columns[position:position + len(attrs)]
+        table = mapper.local_table
+        keys = []
+        for column in own:
+            table_column = table.c.get(column.key) if column.table is info.selectable else None
+            if table_column is None:
+                return None
+            keys.append(mapper.get_property_by_column(table_column).key)
+        if len(set(keys)) != len(attrs):
+            return None
+        primary = tuple(keys.index(mapper.get_property_by_column(column).key)
+                        for column in mapper.primary_key)
+        entities.append((mapper.class_, tuple(keys), position, primary))
+        position += len(attrs)
+    for description in statement.column_descriptions[len(entities):]:
+        info = inspect(description["expr"], raiseerr=False)
+        if getattr(info, "is_mapper", False) or getattr(info, "is_aliased_class", False):
+            return None  # an entity after a value column
+    if not entities:
+        return None
+    tail = [str(column.key) for column in columns[position:]]
+    return _EntityPlan(tuple(entities), position, row_type(tail) if tail else None)
+
+
+def fetch_loaded_direct(statement, params: dict[str, Any], *, many: bool = False):
+    """Run an ORM ``select`` of entities (the first ones; plain value columns may follow) straight
+    on the driver, and build its entities as if the ORM had loaded them.
+
+    Returns the first row, or all rows with ``many``, each a tuple of the entities (None where
+    an outer join found none) and then the value columns as one named row (or None without
+    any); None for the first row means no row.  An entity is built from its row and attached
+    to the session (``make_transient_to_detached`` + ``add``): persistent, unchanged, in the
+    identity map, and saved on commit if a view changes it.  Reading the same row through the
+    ORM costs about 35 µs more per entity (bench/README.md, "Production profile").
+
+    Returns ``NotImplemented`` where it does not apply, and the caller runs the statement
+    through the ORM: on SQLite, for statements of another shape (see :func:`_entity_plan`), or
+    when one of the entities is in the session already (its state there wins).
+    """
+    from sqlalchemy.orm import make_transient_to_detached
+    from sqlalchemy.orm.attributes import instance_dict
+
+    session = db.session()
+    plan = _entity_plan(statement) if dialect_name() == "postgresql" else None
+    if plan is None:
+        return NotImplemented
+    ran = _execute_direct(statement, params, session, many=many)
+    if ran is None:
+        return NotImplemented
+    _prepared, raw_rows = ran
+    identity_map = session.identity_map
+    built: dict[Any, Any] = {}
+    rows = []
+    for raw in raw_rows:
+        objects = []
+        for cls, keys, start, primary in plan.entities:
+            key_values = tuple(raw[start + index] for index in primary)
+            if None in key_values:
+                objects.append(None)
+                continue
+            key = (cls, key_values, None)
+            instance = built.get(key)
+            if instance is None:
+                if key in identity_map:
+                    return NotImplemented
+                instance = built[key] = cls._sa_class_manager.new_instance()
+                instance_dict(instance).update(zip(keys, raw[start:], strict=False))
+            objects.append(instance)
+        tail = plan.values_type(*raw[plan.values_from:]) if plan.values_type else None
+        rows.append((*objects, tail))
+    for instance in built.values():
+        make_transient_to_detached(instance)
+        session.add(instance)
+    if many:
+        return rows
+    return rows[0] if rows else None
 
 
 def dialect_name() -> str:

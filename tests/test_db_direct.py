@@ -113,7 +113,8 @@ def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
     in the session, and a change to it is saved on commit like any loaded user's."""
     from sqlalchemy import inspect
 
-    from app.auth.resolver import _user_by_key_hash, _user_direct
+    from app.auth.resolver import _user_by_key_hash
+    from app.db import fetch_loaded_direct
 
     params = _user_values()
     with app.app_context():
@@ -122,12 +123,13 @@ def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
         db.session.remove()
         if backend == "postgresql":
             db.session.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
-        found, user, extras = _user_direct(_user_by_key_hash(None),
-                                           {"key_hash": params["new_api_key_hash"]})
+        row = fetch_loaded_direct(_user_by_key_hash(None),
+                                  {"key_hash": params["new_api_key_hash"]})
         if backend != "postgresql":
-            assert (found, user) == (False, None)  # SQLite reads the caller through the ORM
+            assert row is NotImplemented  # SQLite reads the caller through the ORM
             return
-        assert found and extras == ()
+        user, values = row
+        assert values is None  # no value columns
         state = inspect(user)
         assert state.persistent and not db.session.dirty and not db.session.new
         assert user.created_at == params["new_created_at"]
@@ -137,8 +139,7 @@ def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
         db.session.commit()
         db.session.remove()
         assert db.session.get(User, params["new_id"]).plan == "pro"
-        missing = _user_direct(_user_by_key_hash(None), {"key_hash": "0" * 64})
-        assert missing == (True, None, ())
+        assert fetch_loaded_direct(_user_by_key_hash(None), {"key_hash": "0" * 64}) is None
 
 
 def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app, backend):
@@ -168,3 +169,97 @@ def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app,
         assert user.plan == "pro"  # and not expired
         db.session.remove()
         assert db.session.get(User, params["new_id"]).plan == "pro"
+
+
+def _stored_user(backend, **overrides):
+    params = _user_values(**overrides)
+    fetch_one_direct(_upsert_statement(backend, (), False), params)
+    db.session.commit()
+    db.session.remove()
+    return params["new_id"]
+
+
+def _agent(user_id, agent_id, **fields):
+    from app.messaging.models import Agent
+
+    now = utcnow()
+    agent = Agent(id=agent_id, user_id=user_id, slug=agent_id[-6:], display_name="A",
+                  meta={"k": [1]}, status="online", created_at=now, updated_at=now, **fields)
+    db.session.add(agent)
+    db.session.commit()
+    db.session.remove()
+
+
+def test_joined_entities_are_built_as_loaded_and_a_missing_one_is_none(app, backend):
+    """A send's lookup (the caller and two outer-joined agents): each agent is the object the
+    ORM would load, persistent and unchanged; an id naming no agent joins None; one agent named
+    twice is one object."""
+    from sqlalchemy import inspect
+
+    from app.auth.resolver import _user_by_key_hash
+    from app.db import fetch_loaded_direct
+    from app.messaging.addressing import SEND_AGENTS
+    from app.messaging.models import Agent
+
+    statement = _user_by_key_hash(SEND_AGENTS)
+    with app.app_context():
+        user_id = _stored_user(backend, api_key_hash="a" * 64)
+        _agent(user_id, "agt_directaaaaa1")
+        params = {"key_hash": "a" * 64, "send_agent_0": "agt_directaaaaa1"}
+        row = fetch_loaded_direct(statement, {**params, "send_agent_1": "agt_nosuchagent1"})
+        if backend != "postgresql":
+            assert row is NotImplemented
+            return
+        user, sender, missing, values = row
+        assert (user.id, missing, values) == (user_id, None, None)
+        assert inspect(sender).persistent and not db.session.dirty
+        assert db.session.get(Agent, "agt_directaaaaa1") is sender
+        loaded = db.session.execute(select(*Agent.__table__.c).where(
+            Agent.id == sender.id)).one()
+        assert {c.key: getattr(sender, c.key) for c in Agent.__mapper__.column_attrs} == {
+            c.key: loaded._mapping[c.columns[0].name] for c in Agent.__mapper__.column_attrs}
+        sender.display_name = "Renamed"
+        db.session.commit()
+        db.session.remove()
+        assert db.session.get(Agent, "agt_directaaaaa1").display_name == "Renamed"
+        db.session.remove()
+
+        twice = fetch_loaded_direct(statement, {**params, "send_agent_1": "agt_directaaaaa1"})
+        assert twice[1] is twice[2]
+        db.session.remove()
+
+        # An entity the session holds already is left to the ORM (its state there wins).
+        held = db.session.get(Agent, "agt_directaaaaa1")
+        assert fetch_loaded_direct(statement, {**params, "send_agent_1": None}) is NotImplemented
+        assert held.display_name == "Renamed"
+
+
+def test_a_page_of_rows_by_name_after_the_user(app, backend):
+    """The cue page's lookup: the user built once for every row, the cue columns (and the
+    ``_total`` counter) read by name off each row."""
+    from app.auth.resolver import _user_by_key_hash
+    from app.db import fetch_loaded_direct
+    from app.scheduling.services.cues import _PAGE_EXTRAS
+
+    extras = _PAGE_EXTRAS[False, backend == "postgresql"]
+    statement = _user_by_key_hash(extras)
+    with app.app_context():
+        _stored_user(backend, api_key_hash="b" * 64)
+        rows = fetch_loaded_direct(statement, {"key_hash": "b" * 64, "page_status": None,
+                                               "page_limit": 20, "page_offset": 0,
+                                               "lateral_offset": 0}, many=True)
+        if backend != "postgresql":
+            assert rows is NotImplemented
+            return
+        [(user, page_row)] = rows  # no cues: one row, its cue columns empty
+        assert user.api_key_hash == "b" * 64
+        assert page_row.id is None and page_row._total is None
+
+
+def test_row_types_read_underscore_names():
+    from app.db import row_type
+
+    Row = row_type(["id", "_total", "id", "anon_1"])
+    row = Row(1, 2, 3, 4)
+    assert (row.id, row._total, row[2], row.anon_1, tuple(row)) == (1, 2, 3, 4, (1, 2, 3, 4))
+    assert row._asdict()["id"] == 1

@@ -112,9 +112,6 @@ class CallerExtras:
     params: Callable[[], dict[str, Any] | None]
     outer_joins: Callable[[], tuple] = tuple
     order_by: Callable[[], tuple] | None = None
-    #: The columns are plain values (scalar subqueries, not entities): the lookup may then be
-    #: read straight off the driver (``app.auth.resolver._user_direct``).
-    values_only: bool = False
 
 
 def fetch_with_caller(extras: CallerExtras | Callable[[], CallerExtras | None]):

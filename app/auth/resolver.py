@@ -32,6 +32,7 @@ from app.auth.tokens import (
     hash_secret,
     secrets_equal,
 )
+from app.db import fetch_loaded_direct
 from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from app.extensions import db
 
@@ -217,83 +218,51 @@ def _view_extras() -> tuple[CallerExtras | None, dict | None]:
     return (extras, params) if params is not None else (None, None)
 
 
-@lru_cache(maxsize=32)
-def _user_keys(statement) -> tuple[str, ...] | None:
-    """The ``User`` attribute of each leading column of ``statement`` (the caller's row, before
-    any extras), or None when its columns are not all plain user columns."""
-    from app.users.models import User
-
-    mapper = User.__mapper__
-    table_columns = set(User.__table__.c)
-    keys = []
-    for column in statement.exported_columns:
-        if column not in table_columns:
-            break
-        keys.append(mapper.get_property_by_column(column).key)
-    return tuple(keys) if len(keys) == len(mapper.column_attrs) else None
-
-
-def _user_direct(statement, params: dict):
-    """On PostgreSQL, run a user lookup whose extras are values (not entities or rows) straight
-    on the driver (``app.db.fetch_one_direct``), and build the ``User`` from its row by hand.
-
-    Returns ``(found, user, extras)``; ``found`` is False when this path does not apply (then
-    the caller runs the lookup through the ORM).  Reading the row through the ORM costs about
-    65 µs more a request (bench/README.md, "Production profile"): a request's session is
-    fresh, so the entity is built from the row and attached to the session as if loaded —
-    unchanged, in the identity map, saved on commit like any loaded user if a view changes
-    it.  A user already in the session (a request inside another's) takes the ORM path.
-    """
-    from sqlalchemy.orm import make_transient_to_detached
-    from sqlalchemy.orm.util import identity_key
-
-    from app.db import dialect_name, fetch_one_direct
-    from app.users.models import User
-
-    keys = _user_keys(statement) if dialect_name() == "postgresql" else None
-    if keys is None:
-        return False, None, ()
-    row = fetch_one_direct(statement, params)
-    if row is None:
-        return True, None, ()
-    values = dict(zip(keys, row, strict=False))
-    session = db.session()
-    if identity_key(User, values["id"]) in session.identity_map:
-        return False, None, ()
-    user = User(**values)
-    make_transient_to_detached(user)
-    session.add(user)
-    return True, user, tuple(row[len(keys):])
-
-
 def _fetch_user(statement_for, params: dict):
-    """Run a user lookup, with the extras the request's view asked for (same round trip)."""
+    """Run a user lookup, with the extras the request's view asked for (same round trip).
+
+    On PostgreSQL the lookup runs straight on the driver, and the caller (and any entity the
+    extras join, a send's agents) is built from the row as the ORM would load it
+    (``app.db.fetch_loaded_direct``): about 65 µs less for the user alone, and as much again
+    for each joined entity and for a page of rows read by name (bench/README.md, "Production
+    profile").  Elsewhere, or for a user already in the session (a request inside another's),
+    the ORM reads it.
+    """
     extras, extra_params = _view_extras()
     if extras is None:
-        found, user, _none = _user_direct(statement_for(None), params)
-        if found:
-            return user
-        row = db.session.execute(statement_for(None), params).first()
-        return row[0] if row is not None else None
-    if extras.order_by is None and extras.values_only:
-        found, user, values = _user_direct(statement_for(extras), {**params, **extra_params})
-        if found:
-            if user is not None:
-                g.caller_extras = (extras.name, user.id, values)
-            return user
-    result = db.session.execute(statement_for(extras), {**params, **extra_params})
+        return _user_alone(statement_for, params)
+    statement = statement_for(extras)
+    all_params = {**params, **extra_params}
     if extras.order_by is None:
-        row = result.first()
+        row = fetch_loaded_direct(statement, all_params)
+        if row is NotImplemented:
+            row = db.session.execute(statement, all_params).first()
+            extra = tuple(row[1:]) if row is not None else None
+        elif row is not None:  # the joined entities, then the value columns
+            extra = (*row[1:-1], *(row[-1] or ()))
         if row is None:
             return None
-        g.caller_extras = (extras.name, row[0].id, tuple(row[1:]))
+        g.caller_extras = (extras.name, row[0].id, extra)
         return row[0]
-    rows = result.all()
+    # Row extras: a page, read by name (each SQLAlchemy row also starts with the user).
+    rows = fetch_loaded_direct(statement, all_params, many=True)
+    if rows is NotImplemented:
+        rows = db.session.execute(statement, all_params).all()
+        page = rows
+    else:
+        page = [row[-1] for row in rows]
     if not rows:  # no such user, or a page past the end (no row to carry the user)
-        row = db.session.execute(statement_for(None), params).first()
-        return row[0] if row is not None else None
-    g.caller_extras = (extras.name, rows[0][0].id, rows)
+        return _user_alone(statement_for, params)
+    g.caller_extras = (extras.name, rows[0][0].id, page)
     return rows[0][0]
+
+
+def _user_alone(statement_for, params: dict):
+    statement = statement_for(None)
+    row = fetch_loaded_direct(statement, params)
+    if row is NotImplemented:
+        row = db.session.execute(statement, params).first()
+    return row[0] if row is not None else None
 
 
 def _api_key_user(token: str) -> Identity:

@@ -68,7 +68,7 @@ def _usage_params() -> dict:
 
 
 #: ``GET /v1/auth/me`` reads its counts with the caller's key lookup: one round trip, not two.
-USAGE_WITH_CALLER = CallerExtras("usage", _usage_columns, _usage_params, values_only=True)
+USAGE_WITH_CALLER = CallerExtras("usage", _usage_columns, _usage_params)
 
 
 @cache
