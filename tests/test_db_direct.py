@@ -146,12 +146,12 @@ def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app,
     """``commit_keeping_state`` in a single-statement view on PostgreSQL: the statements have
     committed themselves, so with nothing unsaved in the session it commits nothing (the
     transaction stays until teardown); a change to a loaded object is still saved."""
-    from app.db import commit_keeping_state
+    from app.db import begin_autocommit, commit_keeping_state
 
     params = _user_values()
     with app.app_context():
         if backend == "postgresql":
-            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            begin_autocommit()
         fetch_one_direct(_upsert_statement(backend, (), False), params)
         commit_keeping_state()
         skipped = db.session().get_transaction() is not None
@@ -161,7 +161,7 @@ def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app,
         db.session.remove()
 
         if backend == "postgresql":
-            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            begin_autocommit()
         user = db.session.get(User, params["new_id"])
         user.plan = "pro"
         commit_keeping_state()
@@ -169,6 +169,18 @@ def test_a_commit_after_autocommitted_statements_only_saves_what_is_unsaved(app,
         assert user.plan == "pro"  # and not expired
         db.session.remove()
         assert db.session.get(User, params["new_id"]).plan == "pro"
+        db.session.remove()
+
+        # A commit in between ends the autocommit transaction: the next one is a real one.
+        if backend == "postgresql":
+            begin_autocommit()
+        db.session.commit()
+        later = _user_values(email="later@example.com", slug="later")
+        fetch_one_direct(_upsert_statement(backend, (), False), later)
+        commit_keeping_state()
+        assert db.session().get_transaction() is None
+        with db.engine.connect() as other:
+            assert other.execute(select(User.id).where(User.id == later["new_id"])).scalar()
 
 
 def _stored_user(backend, **overrides):

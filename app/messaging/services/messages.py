@@ -22,7 +22,8 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db import commit_keeping_state, insert_together, utcnow, violated_columns
+from app.db import (built_like_loaded, commit_keeping_state, insert_together, utcnow,
+                    violated_columns)
 from app.errors import BadRequest, Conflict, Forbidden, NotFound
 from app.events import emission as events
 from app.extensions import db
@@ -249,7 +250,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
             raise
         return replay
     events.events_emitted((recipient.id,))
-    message = Message(**values)
+    message = built_like_loaded(Message, values)  # as written: the response's object
     return SendResult(message, created=True, downgraded=priority != requested)
 
 
