@@ -512,8 +512,9 @@ def fetch_loaded_direct(statement, params: dict[str, Any], *, many: bool = False
     an outer join found none) and then the value columns as one named row (or None without
     any); None for the first row means no row.  An entity is built from its row and attached
     to the session (``make_transient_to_detached`` + ``add``): persistent, unchanged, in the
-    identity map, and saved on commit if a view changes it.  Reading the same row through the
-    ORM costs about 35 µs more per entity (bench/README.md, "Production profile").
+    identity map, and saved on commit if a view changes it.  Against the ORM's execution and
+    loading of the same statement, this took a quarter off a cue page and a sixth off a
+    message send in-process (bench/README.md, "Production profile").
 
     Returns ``NotImplemented`` where it does not apply, and the caller runs the statement
     through the ORM: on SQLite, for statements of another shape (see :func:`_entity_plan`), or

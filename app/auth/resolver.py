@@ -223,10 +223,9 @@ def _fetch_user(statement_for, params: dict):
 
     On PostgreSQL the lookup runs straight on the driver, and the caller (and any entity the
     extras join, a send's agents) is built from the row as the ORM would load it
-    (``app.db.fetch_loaded_direct``): about 65 µs less for the user alone, and as much again
-    for each joined entity and for a page of rows read by name (bench/README.md, "Production
-    profile").  Elsewhere, or for a user already in the session (a request inside another's),
-    the ORM reads it.
+    (``app.db.fetch_loaded_direct``): about 65 µs less for the user alone, a quarter of a cue
+    page, a sixth of a send (bench/README.md, "Production profile").  Elsewhere, or for a user
+    already in the session (a request inside another's), the ORM reads it.
     """
     extras, extra_params = _view_extras()
     if extras is None:
