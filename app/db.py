@@ -11,6 +11,7 @@ import operator
 import re
 import time
 from collections import namedtuple
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import UTC, datetime
@@ -388,32 +389,43 @@ def _execute_direct(statement, params: dict[str, Any], session, *, many: bool):
         for name, processor in prepared.bind_processors.items():
             if name in params:
                 params[name] = processor(params[name])
-    driver = connection.connection.driver_connection
-    try:
-        with driver.cursor() as cursor:
-            connection.dispatch.before_cursor_execute(
-                connection, cursor, prepared.sql, params, None, False)
-            cursor.execute(prepared.sql, params)
-            if not prepared.returns_rows:
-                rows = []
-            elif many:
-                rows = cursor.fetchall()
-            else:
-                first = cursor.fetchone()
-                rows = [first] if first is not None else []
-    except dialect.loaded_dbapi.Error as exc:
-        disconnected = dialect.is_disconnect(exc, driver, None)
-        if disconnected:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(prepared.sql, params, exc, dialect.loaded_dbapi.Error,
-                                  hide_parameters=True, connection_invalidated=disconnected,
-                                  dialect=dialect) from exc
+    with driver_cursor(connection, prepared.sql, params) as cursor:
+        connection.dispatch.before_cursor_execute(
+            connection, cursor, prepared.sql, params, None, False)
+        cursor.execute(prepared.sql, params)
+        if not prepared.returns_rows:
+            rows = []
+        elif many:
+            rows = cursor.fetchall()
+        else:
+            first = cursor.fetchone()
+            rows = [first] if first is not None else []
     rows = [list(row) for row in rows]
     if prepared.result_processors:
         for row in rows:
             for index, processor in prepared.result_processors:
                 row[index] = processor(row[index])
     return prepared, rows
+
+
+@contextmanager
+def driver_cursor(connection, sql: str, params: Any = None):
+    """A psycopg cursor on SQLAlchemy ``connection``'s own driver connection (PostgreSQL), for
+    work SQLAlchemy's execution layer would only slow down.  Its errors come out as
+    SQLAlchemy's (``IntegrityError``, ``OperationalError`` …, parameters hidden), and a dropped
+    connection is invalidated, so the pool replaces it, as SQLAlchemy does for its own."""
+    dialect = connection.dialect
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        disconnected = dialect.is_disconnect(exc, driver, None)
+        if disconnected:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error,
+                                  hide_parameters=True, connection_invalidated=disconnected,
+                                  dialect=dialect) from exc
 
 
 def row_type(names: list[str]) -> type:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app.auth.identity import ServicePrincipal
 from app.auth.models import AuditRecord, ServiceKey
-from app.db import utcnow
+from app.db import dialect_name, driver_cursor, utcnow
 from app.extensions import db
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,9 @@ class AuditWriter:
 
     @staticmethod
     def _write(rows: list[tuple], usage: dict[uuid.UUID, datetime]) -> None:
-        if rows:
+        if rows and dialect_name() == "postgresql":
+            _copy_records(rows)
+        elif rows:
             db.session.execute(AuditRecord.__table__.insert(), [
                 {"id": uuid.uuid4(), **dict(zip(_COLUMNS, row, strict=True))} for row in rows])
         for key_id, when in usage.items():
@@ -200,6 +202,24 @@ class AuditWriter:
         except Exception:
             log.exception("audit: %d records could not be written at shutdown",
                           len(self._buffer))
+
+
+_COPY_RECORDS = f"COPY audit_records (id, {', '.join(_COLUMNS)}) FROM STDIN"
+
+
+def _copy_records(rows: list[tuple]) -> None:
+    """Write ``rows`` with ``COPY`` (PostgreSQL), in the session's transaction.
+
+    The writer thread shares its process's CPU with the requests: the same rows as a
+    multi-row INSERT through SQLAlchemy cost it 14–35 µs each, through ``COPY`` 4 µs
+    (bench/README.md, "Production profile").  The rows are already typed as the columns
+    are (the request hook writes UTC datetimes and UUIDs); PostgreSQL checks the rest, and a
+    row it refuses fails the batch as an INSERT would.
+    """
+    connection = db.session.connection()
+    with driver_cursor(connection, _COPY_RECORDS) as cursor, cursor.copy(_COPY_RECORDS) as copy:
+        for row in rows:
+            copy.write_row((uuid.uuid4(), *row))
 
 
 def _writer(app: Flask | None = None) -> AuditWriter | None:

@@ -203,6 +203,27 @@ def test_hostile_paths_are_stored_and_a_bad_row_never_blocks_the_trail(app, clie
     assert odd_row.path == ("/v1/cues/" + "x" * 600)[:512]
 
 
+def test_a_batch_is_stored_column_for_column(app, backend):
+    """The writer's batch (``COPY`` on PostgreSQL, a multi-row INSERT elsewhere) stores each
+    queued row as given: UTC time, NULL owner and user, the principal's key id."""
+    writer = app.extensions["cueline_audit"]
+    at = app_db.utcnow()
+    user_id = uuid.uuid4()
+    rows = [(at, "env", None, "env", user_id, "PUT", "/v1/internal/users/x", 200, "req-1"),
+            (at, "acme", "owner-1", str(uuid.uuid4()), None, "GET", "/v1/cues", 404, "req-2")]
+    for row in rows:
+        writer.record(row)
+    assert flush_audit(app) >= 2
+    with app.app_context():
+        stored = {r.request_id: r for r in db.session.scalars(
+            select(AuditRecord).where(AuditRecord.request_id.in_(("req-1", "req-2"))))}
+        for row in rows:
+            record = stored[row[-1]]
+            assert (record.at, record.principal, record.owner, record.key_id, record.user_id,
+                    record.method, record.path, record.status) == row[:-1]
+            assert record.at.utcoffset().total_seconds() == 0 and record.id is not None
+
+
 # --- GET /v1/internal/audit ------------------------------------------------------------------
 
 
