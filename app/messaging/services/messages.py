@@ -185,7 +185,7 @@ def send_message(user: User, data: dict[str, Any], *, from_ref: str | None,
 
     now = utcnow()
     requested = data.get("priority", 3)
-    digest = fingerprint(recipient.id, data)
+    digest = fingerprint(recipient.id, data) if key is not None else None  # (replays only)
     if key is not None:
         replay = _replay(user.id, key, digest, now)
         if replay is not None:
