@@ -447,27 +447,36 @@ def row_type(names: list[str]) -> type:
 
 @dataclass(frozen=True)
 class _EntityPlan:
-    """How a row of an ORM ``select`` maps to its entities: each one's class, its attribute
-    keys (in column order), where its columns start, and where its primary key is among them;
-    the plain value columns that follow the entities form a :func:`row_type` row."""
+    """How a row of an ORM ``select`` maps to what SQLAlchemy would return: for each entity,
+    its class, attribute keys (in column order), where its columns start, how many there are
+    and where its primary key is among them; every other column is a value.  ``row_type``
+    names the result's fields as SQLAlchemy's ``Row`` does (an entity by its name)."""
 
     entities: tuple[tuple[Any, tuple[str, ...], int, tuple[int, ...]], ...]
-    values_from: int
-    values_type: type | None
+    #: (start, end) column slices in row order: an entity's columns, or one value column.
+    parts: tuple[tuple[int, int, int | None], ...]
+    row_type: type
+
+
+def _is_entity(info) -> bool:
+    return getattr(info, "is_mapper", False) or getattr(info, "is_aliased_class", False)
 
 
 @lru_cache(maxsize=64)
 def _entity_plan(statement) -> _EntityPlan | None:
-    """The :class:`_EntityPlan` of ``statement``, or None when its entities are not plain
-    mapped tables (deferred or computed attributes, inheritance) or not all first."""
+    """The :class:`_EntityPlan` of ``statement``, or None when one of its entities is not a
+    plain mapped table (validators, ``Mutable`` types, inheritance, computed columns)."""
     from sqlalchemy import inspect
 
     columns = list(statement.exported_columns)
-    entities, position = [], 0
+    entities, parts, names, position = [], [], [], 0
     for description in statement.column_descriptions:
         info = inspect(description["expr"], raiseerr=False)
-        if not (getattr(info, "is_mapper", False) or getattr(info, "is_aliased_class", False)):
-            break
+        if not _is_entity(info):
+            parts.append((position, position + 1, None))
+            names.append(str(columns[position].key) if position < len(columns) else "")
+            position += 1
+            continue
         mapper = info.mapper
         # Built the way the ORM's loader builds an object (values into its ``__dict__``, no
         # ``__init__``, no attribute events), less its ``load`` event: only for entities
@@ -476,10 +485,9 @@ def _entity_plan(statement) -> _EntityPlan | None:
                 or mapper.validators or mapper.class_manager.dispatch.load):
             return None
         attrs = mapper.column_attrs
-        own = columns[position:position + len(attrs)]
         table = mapper.local_table
         keys = []
-        for column in own:
+        for column in columns[position:position + len(attrs)]:
             table_column = table.c.get(column.key) if column.table is info.selectable else None
             if table_column is None:
                 return None
@@ -488,16 +496,13 @@ def _entity_plan(statement) -> _EntityPlan | None:
             return None
         primary = tuple(keys.index(mapper.get_property_by_column(column).key)
                         for column in mapper.primary_key)
+        parts.append((position, position + len(attrs), len(entities)))
         entities.append((mapper.class_, tuple(keys), position, primary))
+        names.append(str(description["name"]))
         position += len(attrs)
-    for description in statement.column_descriptions[len(entities):]:
-        info = inspect(description["expr"], raiseerr=False)
-        if getattr(info, "is_mapper", False) or getattr(info, "is_aliased_class", False):
-            return None  # an entity after a value column
-    if not entities:
+    if position != len(columns):
         return None
-    tail = [str(column.key) for column in columns[position:]]
-    return _EntityPlan(tuple(entities), position, row_type(tail) if tail else None)
+    return _EntityPlan(tuple(entities), tuple(parts), row_type(names))
 
 
 def built_like_loaded(cls, values):
@@ -517,16 +522,16 @@ def built_like_loaded(cls, values):
 
 
 def fetch_loaded_direct(statement, params: dict[str, Any], *, many: bool = False):
-    """Run an ORM ``select`` of entities (the first ones; plain value columns may follow) straight
-    on the driver, and build its entities as if the ORM had loaded them.
+    """Run an ORM ``select`` of entities and values straight on the driver, and build its
+    entities as if the ORM had loaded them.
 
-    Returns the first row, or all rows with ``many``, each a tuple of the entities (None where
-    an outer join found none) and then the value columns as one named row (or None without
-    any); None for the first row means no row.  An entity is built from its row and attached
-    to the session (``make_transient_to_detached`` + ``add``): persistent, unchanged, in the
-    identity map, and saved on commit if a view changes it.  Against the ORM's execution and
-    loading of the same statement, this took a quarter off a cue page and a sixth off a
-    message send in-process (bench/README.md, "Production profile").
+    Returns the first row (None without one), or all rows with ``many``, shaped as
+    SQLAlchemy's would be: each entity in its place (None where an outer join found none),
+    each value column a value, read by index or by name.  An entity is built from its columns
+    and attached to the session (``make_transient_to_detached`` + ``add``): persistent,
+    unchanged, in the identity map, and saved on commit if a view changes it.  Against the
+    ORM's execution and loading of the same statement, this took a quarter off a cue page and
+    a sixth off a message send in-process (bench/README.md, "Production profile").
 
     Returns ``NotImplemented`` where it does not apply, and the caller runs the statement
     through the ORM: on SQLite, for statements of another shape (see :func:`_entity_plan`), or
@@ -546,28 +551,48 @@ def fetch_loaded_direct(statement, params: dict[str, Any], *, many: bool = False
     built: dict[Any, Any] = {}
     rows = []
     for raw in raw_rows:
-        objects = []
-        for cls, keys, start, primary in plan.entities:
+        fields = []
+        for start, end, entity in plan.parts:
+            if entity is None:
+                fields.append(raw[start])
+                continue
+            cls, keys, _start, primary = plan.entities[entity]
             key_values = tuple(raw[start + index] for index in primary)
             if None in key_values:
-                objects.append(None)
+                fields.append(None)
                 continue
             key = (cls, key_values, None)
             instance = built.get(key)
             if instance is None:
                 if key in identity_map:
                     return NotImplemented
-                instance = built[key] = built_like_loaded(cls, zip(keys, raw[start:],
-                                                                   strict=False))
-            objects.append(instance)
-        tail = plan.values_type(*raw[plan.values_from:]) if plan.values_type else None
-        rows.append((*objects, tail))
+                instance = built[key] = built_like_loaded(cls, zip(keys, raw[start:end],
+                                                                   strict=True))
+            fields.append(instance)
+        rows.append(plan.row_type(*fields))
     for instance in built.values():
         make_transient_to_detached(instance)
         session.add(instance)
     if many:
         return rows
     return rows[0] if rows else None
+
+
+def fetch_first(statement, params: dict[str, Any]):
+    """The first row of an ORM ``select`` (or None): straight off the driver where
+    :func:`fetch_loaded_direct` applies, else through the session."""
+    row = fetch_loaded_direct(statement, params)
+    if row is NotImplemented:
+        row = db.session.execute(statement, params).first()
+    return row
+
+
+def fetch_all(statement, params: dict[str, Any]) -> list:
+    """Every row of an ORM ``select``, as :func:`fetch_first` reads one."""
+    rows = fetch_loaded_direct(statement, params, many=True)
+    if rows is NotImplemented:
+        rows = db.session.execute(statement, params).all()
+    return rows
 
 
 def dialect_name() -> str:

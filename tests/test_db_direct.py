@@ -128,8 +128,8 @@ def test_the_caller_read_straight_off_the_driver_is_a_loaded_user(app, backend):
         if backend != "postgresql":
             assert row is NotImplemented  # SQLite reads the caller through the ORM
             return
-        user, values = row
-        assert values is None  # no value columns
+        (user,) = row  # the row as SQLAlchemy's would be: the one entity
+        assert row.User is user
         state = inspect(user)
         assert state.persistent and not db.session.dirty and not db.session.new
         assert user.created_at == params["new_created_at"]
@@ -222,8 +222,9 @@ def test_joined_entities_are_built_as_loaded_and_a_missing_one_is_none(app, back
         if backend != "postgresql":
             assert row is NotImplemented
             return
-        user, sender, missing, values = row
-        assert (user.id, missing, values) == (user_id, None, None)
+        user, sender, missing = row
+        assert (user.id, missing) == (user_id, None)
+        assert row.send_agent_0 is sender
         assert inspect(sender).persistent and not db.session.dirty
         assert db.session.get(Agent, "agt_directaaaaa1") is sender
         loaded = db.session.execute(select(*Agent.__table__.c).where(
@@ -263,7 +264,8 @@ def test_a_page_of_rows_by_name_after_the_user(app, backend):
         if backend != "postgresql":
             assert rows is NotImplemented
             return
-        [(user, page_row)] = rows  # no cues: one row, its cue columns empty
+        [page_row] = rows  # no cues: one row, its cue columns empty
+        user = page_row[0]
         assert user.api_key_hash == "b" * 64
         assert page_row.id is None and page_row._total is None
 

@@ -43,6 +43,10 @@ class Costs:
         with app.app_context():
             engine = db.engine
         event.listen(engine, "before_cursor_execute", self._on_sql)
+        # Fired by SQLAlchemy's own execution only: the statements ``app.db`` runs straight
+        # on the driver (``fetch_one_direct``, ``fetch_loaded_direct``) do not show here.
+        event.listen(engine, "before_execute", self._on_execute)
+        self.executed: list[str] = []
         original = redis.connection.AbstractConnection.send_packed_command
         costs = self
 
@@ -54,6 +58,10 @@ class Costs:
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
                             send_packed_command)
 
+    def _on_execute(self, _conn, clause, *_rest):
+        if self.active:
+            self.executed.append(str(clause)[:80])
+
     def _on_sql(self, conn, _cursor, statement, _params, _context, _many):
         if self.active:
             autocommit = getattr(conn.connection.dbapi_connection, "autocommit", None)
@@ -61,7 +69,7 @@ class Costs:
 
     @contextmanager
     def counting(self):
-        self.sql, self.redis, self.active = [], [], True
+        self.sql, self.redis, self.executed, self.active = [], [], [], True
         try:
             yield self
         finally:
@@ -141,6 +149,13 @@ def _assert_no_transaction(costs, backend):
         assert all(autocommit for _statement, autocommit in costs.sql), costs.sql
 
 
+def _assert_straight_on_the_driver(costs, backend):
+    """On PostgreSQL every statement skipped SQLAlchemy's execution layer and ORM loading
+    (about a quarter of a cue page, a sixth of a send: bench/README.md)."""
+    if backend == "postgresql":
+        assert costs.executed == [], costs.executed
+
+
 def _assert_one_limiter_call(costs):
     assert costs.redis == [["EVALSHA"]], costs.redis
 
@@ -155,6 +170,7 @@ def test_me(world, costs, backend, credential):
     assert response.headers["X-RateLimit-Limit"] == "10000"
     assert len(costs.statements) == 1, costs.statements  # the key lookup reads the usage too
     _assert_no_transaction(costs, backend)
+    _assert_straight_on_the_driver(costs, backend)
     _assert_one_limiter_call(costs)
 
 
@@ -166,6 +182,7 @@ def test_cue_page_by_key(world, costs, backend):
     # The key lookup reads the page and its total: no per-row or lazy-load query.
     assert len(costs.statements) == 1, costs.statements
     _assert_no_transaction(costs, backend)
+    _assert_straight_on_the_driver(costs, backend)
     _assert_one_limiter_call(costs)
 
 
@@ -180,6 +197,7 @@ def test_cue_page_by_delegation(world, costs, backend, credential):
     # lookup (the key, the principal, the subject user and the page in one statement).
     assert len(costs.statements) == 1, costs.statements
     _assert_no_transaction(costs, backend)
+    _assert_straight_on_the_driver(costs, backend)
     # The subject user's bucket and (for a named principal) the principal's: one script call.
     _assert_one_limiter_call(costs)
 
@@ -192,6 +210,7 @@ def test_user_upsert_update(world, costs, backend):
     assert response.get_json()["created"] is False
     assert len(costs.statements) == 1, costs.statements  # INSERT … ON CONFLICT … RETURNING
     _assert_no_transaction(costs, backend)
+    _assert_straight_on_the_driver(costs, backend)
     assert costs.redis == []  # /v1/internal/* is not rate limited
 
 
@@ -206,6 +225,7 @@ def test_message_send(world, costs, backend):
         # event are one statement of data-modifying CTEs, so no transaction either.
         assert len(costs.statements) == 2, costs.statements
         _assert_no_transaction(costs, backend)
+        _assert_straight_on_the_driver(costs, backend)
     else:
         assert len(costs.statements) == 4, costs.statements  # the same writes, one by one
     _assert_one_limiter_call(costs)

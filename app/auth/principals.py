@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from app.auth.identity import ALL_SCOPES, ServicePrincipal
 from app.auth.models import ServiceKey, ServicePrincipalRecord
 from app.auth.tokens import hash_secret
-from app.db import utcnow
+from app.db import fetch_all, fetch_first, utcnow
 from app.errors import BadRequest, Conflict, NotFound
 from app.extensions import db
 
@@ -224,11 +224,11 @@ def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None,
     else:
         extras = None
     if extras is not None:
-        result = db.session.execute(_lookup_statement(True, extras), {**params, **extra_params})
+        statement, all_params = _lookup_statement(True, extras), {**params, **extra_params}
         if extras.order_by is not None:
-            rows = result.all()
+            rows = fetch_all(statement, all_params)
         else:
-            first = result.first()
+            first = fetch_first(statement, all_params)
             rows = [first] if first is not None else []
         if rows:
             key_id, principal_id, name, owner, scopes, subject = rows[0][:6]
@@ -240,7 +240,7 @@ def find_principal_by_token(token: str, subject_id: uuid.UUID | None = None,
                                          principal_id=principal_id)
             return principal, subject, fetched
         # No row: an unknown key, or a page past the end (no row to carry the key): ask again.
-    row = db.session.execute(_lookup_statement(with_subject), params).first()
+    row = fetch_first(_lookup_statement(with_subject), params)
     if row is None:
         return None, None, None
     key_id, principal_id, name, owner, scopes = row[:5]

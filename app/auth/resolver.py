@@ -32,7 +32,7 @@ from app.auth.tokens import (
     hash_secret,
     secrets_equal,
 )
-from app.db import fetch_loaded_direct
+from app.db import fetch_all, fetch_first
 from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from app.extensions import db
 
@@ -233,34 +233,21 @@ def _fetch_user(statement_for, params: dict):
     statement = statement_for(extras)
     all_params = {**params, **extra_params}
     if extras.order_by is None:
-        row = fetch_loaded_direct(statement, all_params)
-        if row is NotImplemented:
-            row = db.session.execute(statement, all_params).first()
-            extra = tuple(row[1:]) if row is not None else None
-        elif row is not None:  # the joined entities, then the value columns
-            extra = (*row[1:-1], *(row[-1] or ()))
+        row = fetch_first(statement, all_params)
         if row is None:
             return None
-        g.caller_extras = (extras.name, row[0].id, extra)
+        g.caller_extras = (extras.name, row[0].id, tuple(row[1:]))
         return row[0]
-    # Row extras: a page, read by name (each SQLAlchemy row also starts with the user).
-    rows = fetch_loaded_direct(statement, all_params, many=True)
-    if rows is NotImplemented:
-        rows = db.session.execute(statement, all_params).all()
-        page = rows
-    else:
-        page = [row[-1] for row in rows]
+    # Row extras: a page, read by name (each row starts with the user).
+    rows = fetch_all(statement, all_params)
     if not rows:  # no such user, or a page past the end (no row to carry the user)
         return _user_alone(statement_for, params)
-    g.caller_extras = (extras.name, rows[0][0].id, page)
+    g.caller_extras = (extras.name, rows[0][0].id, rows)
     return rows[0][0]
 
 
 def _user_alone(statement_for, params: dict):
-    statement = statement_for(None)
-    row = fetch_loaded_direct(statement, params)
-    if row is NotImplemented:
-        row = db.session.execute(statement, params).first()
+    row = fetch_first(statement_for(None), params)
     return row[0] if row is not None else None
 
 
